@@ -1,0 +1,71 @@
+"""StudentPlan: how much to prune each group and which kernel size each conv gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from prunetune.errors import UsageError
+
+__all__ = ["StudentPlan"]
+
+
+def _check_ratio(ratio: float, where: str) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise UsageError(f"{where} ratio {ratio} is outside [0, 1)")
+
+
+def _check_kernel(size: int, where: str) -> None:
+    if size <= 0 or size % 2 == 0:
+        raise UsageError(f"{where} kernel size {size} is not a positive odd integer (1, 3, 5, 7...)")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentPlan:
+    """Per-layer pruning ratios and kernel sizes, keyed by stable layer names.
+
+    Attributes:
+        ratio: The ratio of every group not named in ``ratios``.
+        ratios: Ratio per group; a key may name any producer layer of the group.
+        kernels: New kernel size per conv layer name (odd, positive).
+        round_to: Keep channel counts multiples of this (None: any count).
+    """
+
+    ratio: float = 0.0
+    ratios: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    kernels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_ratio(self.ratio, "pruning")
+        for name, ratio in self.ratios.items():
+            _check_ratio(ratio, f"layer {name!r} pruning")
+        for name, size in self.kernels.items():
+            _check_kernel(size, f"layer {name!r}")
+        if self.round_to is not None and self.round_to < 1:
+            raise UsageError(f"round_to {self.round_to} must be a positive integer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "ratios": dict(self.ratios),
+            "kernels": dict(self.kernels),
+            "round_to": self.round_to,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudentPlan:
+        unknown = set(data) - {"ratio", "ratios", "kernels", "round_to"}
+        if unknown:
+            raise UsageError(f"plan has unknown keys {sorted(unknown)} (valid: ratio, ratios, kernels, round_to)")
+        return cls(
+            ratio=float(data.get("ratio", 0.0)),
+            ratios={str(k): float(v) for k, v in dict(data.get("ratios", {})).items()},
+            kernels={str(k): int(v) for k, v in dict(data.get("kernels", {})).items()},
+            round_to=data.get("round_to"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

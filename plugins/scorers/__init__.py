@@ -1,0 +1,1 @@
+"""prunetune built-in plugins."""
