@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from prunetune.errors import UsageError
+from prunetune.options import _convert
 
 if TYPE_CHECKING:
     from prunetune.registry import Registry
@@ -31,26 +32,70 @@ class ModelFactory(abc.ABC):
 
 
 class CallableModelFactory(ModelFactory):
-    """A user's ``package.module:factory``, called with the arguments it accepts."""
+    """A user's ``package.module:factory``, called with the arguments it accepts.
 
-    def __init__(self, fn: Callable[..., nn.Module], options: Mapping[str, Any]) -> None:
+    Of ``in_channels``, ``num_classes`` and ``image_size``, the factory gets those it names
+    (all of them if it takes ``**kwargs``); ``options`` are passed as keyword arguments, strings
+    converted to the parameter's annotated type where it has one (``int``, ``float``, ``bool``,
+    ``tuple[int, ...]``...).
+    """
+
+    def __init__(
+        self, fn: Callable[..., nn.Module], options: Mapping[str, Any], name: str | None = None
+    ) -> None:
         self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", repr(fn))
         self.options = dict(options)
+
+    def _kwargs(self, offered: dict[str, int]) -> dict[str, Any]:
+        params = _parameters(self.fn)
+        if params is None:
+            return {**offered, **self.options}
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        named = [n for n, p in params.items() if p.kind in keyword]
+        kwargs: dict[str, Any] = {k: v for k, v in offered.items() if takes_any or k in params}
+        for key, value in self.options.items():
+            if key in offered:
+                raise UsageError(
+                    f"model {self.name!r} option {key} is set from the dataset, not by an option"
+                )
+            if key not in params and not takes_any:
+                valid = ", ".join(n for n in named if n not in offered) or "none"
+                raise UsageError(f"model {self.name!r} has no option {key} (valid: {valid})")
+            annotation = params[key].annotation if key in params else inspect.Parameter.empty
+            if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
+                value = _convert(value, annotation, f"model {self.name!r} option {key}")
+            kwargs[key] = value
+        return kwargs
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         offered = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
-        params = inspect.signature(self.fn).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
-        kwargs.update(self.options)
-        model = self.fn(**kwargs)
+        model = self.fn(**self._kwargs(offered))
         if not isinstance(model, nn.Module):
-            raise UsageError(f"model factory returned {type(model).__name__}, not a torch nn.Module")
+            raise UsageError(
+                f"model factory {self.name!r} returned {type(model).__name__}, "
+                "not a torch nn.Module"
+            )
         return model
+
+
+def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter] | None:
+    """``fn``'s parameters with annotations evaluated where they can be; None if unreadable."""
+    try:
+        plain = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read, e.g. some builtins
+        return None
+    try:
+        return inspect.signature(fn, eval_str=True).parameters
+    except Exception:  # an annotation that does not evaluate: keep them as strings
+        return plain.parameters
 
 
 def _import_factory(spec: str) -> Callable[..., nn.Module]:
     module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or module_name.startswith("."):
+        raise UsageError(f"model {spec!r} is neither a zoo name nor package.module:factory")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -62,9 +107,20 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> ModelFactory:
-    """A zoo model by name, or a user factory given as ``package.module:factory``."""
+    """A zoo model by name, or a user factory given as ``package.module:factory``.
+
+    Raises:
+        UsageError: an unknown zoo name, a module that does not import, a missing factory,
+            or options the model does not take.
+        TypeError: the zoo plugin registered under ``spec`` is not a :class:`ModelFactory`.
+    """
     if ":" in spec:
-        return CallableModelFactory(_import_factory(spec), options)
+        return CallableModelFactory(_import_factory(spec), options, name=spec)
     factory = registry.create("model", spec, options)
-    assert isinstance(factory, ModelFactory), f"model {spec!r} is not a ModelFactory"
+    if not isinstance(factory, ModelFactory):
+        plugin = registry.get("model", spec).plugin
+        raise TypeError(
+            f"model {spec!r} from plugin {plugin!r} is a {type(factory).__name__}, "
+            "not a prunetune.models.ModelFactory"
+        )
     return factory

@@ -1,0 +1,7 @@
+"""``python -m prunetune``."""
+
+import sys
+
+from prunetune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The ``compress`` job: one student through every stage of the design notes.
+
+Stages: teacher (checkpoint, cache, or trained once), kernel-size changes and pruning,
+distillation, fine-tuning, then measurement of teacher and student on the test split.
+Everything the user named is resolved and checked before any training or writing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunetune.checkpoint import save_student
+from prunetune.data import DataSplits
+from prunetune.devices import select_device
+from prunetune.errors import UsageError
+from prunetune.groups import find_groups
+from prunetune.host import Host
+from prunetune.kernels import apply_kernels
+from prunetune.measure import Measurement, measure
+from prunetune.models import ModelFactory, resolve_model
+from prunetune.plan import StudentPlan
+from prunetune.selection import group_ratios
+from prunetune.surgery import build_student
+from prunetune.teacher import obtain_teacher
+from prunetune.train import TrainRecipe, distill, evaluate, train_supervised
+
+__all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan", "run_compress"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressSpec:
+    """Everything ``prunetune compress`` takes."""
+
+    model: str = "resnet"
+    dataset: str = "fashion_mnist_demo"
+    scorer: str = "l1"
+    pruner: str = "channel"
+    distiller: str = "hinton"
+    plan: StudentPlan = dataclasses.field(default_factory=lambda: StudentPlan(ratio=0.5))
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    epochs: int = 3
+    finetune_epochs: int = 1
+    teacher_epochs: int = 10
+    teacher_checkpoint: str | None = None
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    val_fraction: float = 0.1
+    calibration_batches: int = 4
+    device: str = "auto"
+    out: str | None = "student.pt"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "finetune_epochs", "teacher_epochs", "calibration_batches"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What one compress run produced."""
+
+    teacher: Measurement
+    student: Measurement
+    student_val_accuracy: float
+    teacher_source: str
+    history: list[dict[str, Any]]
+    meta: dict[str, Any]
+    model: nn.Module
+
+
+def _check_output(out: str | None) -> None:
+    if out is None:
+        return
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output folder {str(parent)!r} is not writable")
+
+
+def build_teacher_model(factory: ModelFactory, data: DataSplits, model_name: str) -> nn.Module:
+    """Build the teacher architecture and check that it takes the data's images.
+
+    Raises:
+        UsageError: the model cannot take this image shape, or does not output one logit
+            per class.
+    """
+    c, h, w = data.input_shape
+    if h != w:
+        raise UsageError(f"images are {h}x{w}; models take square images only")
+    model = factory.build(c, data.num_classes, h)
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.train_x[:2])
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise UsageError(f"model {model_name!r} cannot take images of shape {c}x{h}x{w}: {reason}") from None
+    if out.shape != (2, data.num_classes):
+        raise UsageError(
+            f"model {model_name!r} outputs shape {tuple(out.shape[1:])} per image, "
+            f"expected ({data.num_classes},) for {data.num_classes} classes"
+        )
+    return model
+
+
+def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor) -> None:
+    """Fail early, before any training, on a plan that does not fit ``model``.
+
+    Raises:
+        UsageError: a kernel change or a per-layer ratio names a layer the model cannot take it for.
+    """
+    probe = copy.deepcopy(model)
+    apply_kernels(probe, plan.kernels)
+    group_ratios(find_groups(probe, example_input), plan)
+
+
+def run_compress(
+    spec: CompressSpec,
+    host: Host | None = None,
+    echo: Callable[[str], None] = print,
+) -> CompressResult:
+    """Run every stage for one student and (if ``spec.out``) write it.
+
+    Raises:
+        UsageError: any bad input, before anything is trained or written.
+    """
+    host = host or Host.create()
+    registry = host.registry
+    device = select_device(spec.device)
+    _check_output(spec.out)
+    scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
+    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
+    distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
+    factory = resolve_model(registry, spec.model, spec.model_options)
+    source = registry.create("dataset", spec.dataset, spec.dataset_options)
+    if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
+        raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
+
+    data = source.load(spec.seed, spec.val_fraction)
+    check_plan(build_teacher_model(factory, data, spec.model), spec.plan, data.train_x[:1])
+    model_spec = {"model": spec.model, "model_options": dict(spec.model_options),
+                  "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    c, h, _ = data.input_shape
+    teacher_recipe = TrainRecipe(epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    teacher, teacher_source = obtain_teacher(
+        lambda: factory.build(c, data.num_classes, h), model_spec, data, teacher_recipe, device,
+        checkpoint=spec.teacher_checkpoint, progress=spec.progress,
+    )
+    echo(f"teacher: {teacher_source}")
+
+    example = data.train_x[:1].to(device)
+    calibration = [
+        (data.train_x[i : i + 64].to(device), data.train_y[i : i + 64].to(device))
+        for i in range(0, min(len(data.train_x), 64 * spec.calibration_batches), 64)
+    ]
+    student, record = build_student(
+        teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed
+    )
+    student.to(device)
+
+    recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    history = distill(
+        student, teacher, distiller, data.train_x, data.train_y, recipe, device,
+        val=(data.val_x, data.val_y), progress=spec.progress,
+    ) if spec.epochs else []
+    if spec.finetune_epochs:
+        finetune = TrainRecipe(epochs=spec.finetune_epochs, batch_size=spec.batch_size,
+                               lr=spec.lr * 0.1, seed=spec.seed + 1)
+        train_supervised(student, data.train_x, data.train_y, finetune, device,
+                         progress=spec.progress, desc="fine-tune")
+
+    val_accuracy, _ = evaluate(student, data.val_x, data.val_y, device)
+    teacher_acc, _ = evaluate(teacher, data.test_x, data.test_y, device)
+    student_acc, _ = evaluate(student, data.test_x, data.test_y, device)
+    teacher_m = measure(teacher, teacher_acc, data.input_shape)
+    student_m = measure(student, student_acc, data.input_shape)
+
+    meta = {
+        **model_spec,
+        "dataset": spec.dataset,
+        "dataset_options": dict(spec.dataset_options),
+        "seed": spec.seed,
+        "val_fraction": spec.val_fraction,
+        "plan": spec.plan.to_dict(),
+        "scorer": spec.scorer,
+        "pruner": spec.pruner,
+        "pruner_options": dict(spec.pruner_options),
+        "distiller": spec.distiller,
+        "record": record.to_dict(),
+        "metrics": {"val_accuracy": val_accuracy, **student_m.to_dict()},
+        "teacher_metrics": teacher_m.to_dict(),
+    }
+    if spec.out is not None:
+        save_student(spec.out, student, meta)
+    return CompressResult(teacher_m, student_m, val_accuracy, teacher_source, history, meta, student)

@@ -1,0 +1,31 @@
+"""Device selection: ``auto`` takes a GPU when there is one."""
+
+from __future__ import annotations
+
+import torch
+
+from prunetune.errors import UsageError
+
+__all__ = ["select_device"]
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a :class:`torch.device`.
+
+    Raises:
+        UsageError: an unknown spec, or a GPU asked for where none is available.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"unknown device {spec!r} (valid: auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {spec!r} asked for, but this machine has no CUDA GPU (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {spec!r} (valid: auto, cpu, cuda, cuda:N)")
+    return device

@@ -1,0 +1,195 @@
+"""The teacher: loaded from a checkpoint, or trained once and cached by what defines it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunetune.data import DataSplits
+from prunetune.errors import UsageError
+from prunetune.train import TrainRecipe, train_supervised
+
+__all__ = [
+    "CACHE_ENV",
+    "default_cache_dir",
+    "load_teacher_checkpoint",
+    "obtain_teacher",
+    "teacher_cache_key",
+]
+
+#: Environment variable naming the cache directory (default ``~/.cache/prunetune``).
+CACHE_ENV = "PRUNETUNE_CACHE"
+
+# Bump when the cached file's layout or the training code changes what a key produces.
+_CACHE_FORMAT = 1
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def teacher_cache_key(model_spec: Mapping[str, Any], data_fingerprint: str, recipe: TrainRecipe) -> str:
+    """The sha256 of a canonical JSON of everything that determines a trained teacher.
+
+    Args:
+        model_spec: What builds the model (e.g. its name and options), JSON-able.
+        data_fingerprint: :attr:`prunetune.data.DataSplits.fingerprint`.
+        recipe: The teacher's training recipe.
+    """
+    payload = {
+        "format": _CACHE_FORMAT,
+        "model": dict(model_spec),
+        "data": data_fingerprint,
+        "recipe": dataclasses.asdict(recipe),
+    }
+    return hashlib.sha256(_canonical(payload).encode()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$PRUNETUNE_CACHE``, else ``~/.cache/prunetune``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "prunetune"
+
+
+def _list(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _fit_problems(model: nn.Module, state: Mapping[str, Any]) -> str:
+    own = model.state_dict()
+    problems = []
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    if missing:
+        problems.append(f"missing keys {_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_list(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatch {_list(wrong)}")
+    return "; ".join(problems)
+
+
+def _read_state_dict(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unreadable or pickled-code files
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{what} {path} cannot be read as tensors: {first_line}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise UsageError(f"{what} {path} holds a {type(obj).__name__}, not a state_dict")
+    # Checkpoints saved from nn.DataParallel prefix every key with "module.".
+    if obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_teacher_checkpoint(model: nn.Module, path: str | os.PathLike[str], model_name: str) -> None:
+    """Load a state_dict file into ``model``, strictly.
+
+    Accepts a plain state_dict or a dict with key ``"state_dict"``; loaded with
+    ``weights_only=True``, so no pickled code runs.
+
+    Raises:
+        UsageError: the file is missing or unreadable, or its tensors do not fit the model.
+    """
+    path = Path(path)
+    state = _read_state_dict(path, "teacher checkpoint")
+    problems = _fit_problems(model, state)
+    if problems:
+        raise UsageError(f"teacher checkpoint {path} does not fit model {model_name}: {problems}")
+    model.load_state_dict(state)
+
+
+def _save_atomically(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(model: nn.Module, path: Path) -> bool:
+    # A cache entry that no longer fits (model code changed under the same spec) is retrained.
+    try:
+        state = _read_state_dict(path, "cached teacher")
+    except UsageError:
+        return False
+    if _fit_problems(model, state):
+        return False
+    model.load_state_dict(state)
+    return True
+
+
+def obtain_teacher(
+    build: Callable[[], nn.Module],
+    model_spec: Mapping[str, Any],
+    data: DataSplits,
+    recipe: TrainRecipe,
+    device: torch.device,
+    checkpoint: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, str]:
+    """The teacher, from ``checkpoint``, else from the cache, else trained and cached.
+
+    Args:
+        build: Makes a freshly initialised model.
+        model_spec: What ``build`` builds, JSON-able; ``model_spec["name"]`` names it in messages.
+        data: Training (and validation, shown in progress) data.
+        recipe: The teacher's training recipe (part of the cache key).
+        device: Where the teacher is trained and returned.
+        checkpoint: A state_dict file to load instead of training.
+        cache_dir: Defaults to :func:`default_cache_dir`; teachers live in ``teachers/KEY.pt``.
+        progress: Show a progress bar while training.
+
+    Returns:
+        ``(teacher on device in eval mode, where it came from)``; the latter is
+        ``"checkpoint PATH"``, ``"cache PATH"`` or ``"trained, cached at PATH"``.
+
+    Raises:
+        UsageError: ``checkpoint`` is missing, unreadable, or does not fit the model.
+    """
+    model = build()
+    if checkpoint is not None:
+        load_teacher_checkpoint(model, checkpoint, str(model_spec.get("name", "model")))
+        source = f"checkpoint {checkpoint}"
+    else:
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        key = teacher_cache_key(model_spec, data.fingerprint, recipe)
+        path = root / "teachers" / f"{key}.pt"
+        if path.is_file() and _load_cached(model, path):
+            source = f"cache {path}"
+        else:
+            train_supervised(
+                model, data.train_x, data.train_y, recipe, device, progress, "teacher",
+                val=(data.val_x, data.val_y),
+            )
+            what = {"model": dict(model_spec), "data": data.fingerprint, "recipe": dataclasses.asdict(recipe)}
+            meta = json.loads(_canonical(what))
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            _save_atomically({"state_dict": state, "meta": meta}, path)
+            source = f"trained, cached at {path}"
+    return model.to(device).eval(), source

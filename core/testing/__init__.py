@@ -1,0 +1,1 @@
+"""Conformance suites that plugin authors reuse in their own tests."""

@@ -1,0 +1,79 @@
+"""The ``mask`` pruner: zero the chosen channels' kernels instead of removing them.
+
+This is the design notes' "parameterized pruning": the architecture stays the teacher's and the
+cut kernels stay zero through training, so the result reports sparsity, not a dense speed-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from prunetune import hookimpl
+from prunetune.groups import ChannelGroup
+from prunetune.options import EmptyConfig
+from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
+from prunetune.registry import Registry
+from prunetune.selection import select_channels
+
+__all__ = ["MaskPruner"]
+
+
+class _KeepMasked:
+    """Forward pre-hook re-zeroing masked entries, so no optimiser step can revive them."""
+
+    def __init__(self, masks: dict[str, torch.Tensor]) -> None:
+        self.masks = masks
+
+    def __call__(self, module: nn.Module, args: object) -> None:
+        with torch.no_grad():
+            for attr, mask in self.masks.items():
+                param = getattr(module, attr)
+                if mask.device != param.device:
+                    mask = self.masks[attr] = mask.to(param.device)
+                param.mul_(mask)
+
+
+def _mask_group(group: ChannelGroup, channels: Sequence[int]) -> None:
+    cut = set(channels)
+    for member in group.producers + group.norms:
+        idxs = [i for i, root in zip(member.idxs, member.root_idxs) if root in cut]
+        if not idxs:
+            continue
+        masks: dict[str, torch.Tensor] = {}
+        for attr in ("weight", "bias"):
+            param = getattr(member.module, attr, None)
+            if isinstance(param, torch.Tensor):
+                mask = torch.ones(param.shape[0], dtype=param.dtype, device=param.device)
+                mask[idxs] = 0
+                masks[attr] = mask.view(-1, *([1] * (param.dim() - 1)))
+        hook = _KeepMasked(masks)
+        hook(member.module, ())
+        member.module.register_forward_pre_hook(hook)
+
+
+class MaskPruner(Pruner):
+    """Zero the lowest-scoring channels' kernels (kept zero in training); reports sparsity."""
+
+    Config = EmptyConfig
+
+    def __init__(self, config: EmptyConfig) -> None:
+        self.config = config
+
+    def prune(self, job: PruneJob) -> PruneRecord:
+        groups, removals = select_channels(job)
+        by_name = {group.name: group for group in groups}
+        for name, channels in removals.items():
+            _mask_group(by_name[name], channels)
+        return PruneRecord(removed=removals, physical=False)
+
+    def replay(self, model: nn.Module, record: PruneRecord, example_input: torch.Tensor) -> None:
+        for group, channels in recorded_groups(model, record, example_input):
+            _mask_group(group, channels)
+
+
+@hookimpl
+def prunetune_add_components(registry: Registry) -> None:
+    registry.add_pruner("mask", MaskPruner)

@@ -1,0 +1,64 @@
+"""Session-wide test settings: a private teacher cache and one thread per test process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRUNETUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.delenv("PRUNETUNE_DISABLE_PLUGINS", raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+THIRD_PARTY_MODULE = '''
+"""A third-party package's prunetune plugin."""
+import torch
+from prunetune import hookimpl
+from prunetune.options import EmptyConfig
+from prunetune.scoring import Scorer
+
+
+class LastFirstScorer(Scorer):
+    """Scores channels by reversed index (a third-party test scorer)."""
+
+    Config = EmptyConfig
+
+    def __init__(self, config):
+        self.config = config
+
+    def score(self, group, ctx):
+        return torch.arange(group.size, 0, -1, dtype=torch.float32)
+
+
+@hookimpl
+def prunetune_add_components(registry):
+    registry.add_scorer("last_first", LastFirstScorer)
+'''
+
+
+@pytest.fixture
+def third_party_scorer(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An installed distribution ``thirdparty-scorer 1.2`` whose entry point adds a scorer.
+
+    It is a real ``.dist-info`` folder on ``sys.path``, found by ``importlib.metadata`` as any
+    installed package is. Returns the scorer's name.
+    """
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "thirdparty_scorer.py").write_text(THIRD_PARTY_MODULE)
+    info = root / "thirdparty_scorer-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-scorer\nVersion: 1.2\n")
+    (info / "entry_points.txt").write_text("[prunetune]\nlastfirst = thirdparty_scorer\n")
+    monkeypatch.syspath_prepend(str(root))
+    return "last_first"

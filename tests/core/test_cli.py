@@ -1,0 +1,136 @@
+"""The command line end to end, on tiny settings."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunetune.cli import main
+
+TINY = [
+    "--dataset-opt", "limit=256", "--model-opt", "width=4", "--teacher-epochs", "1",
+    "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet",
+]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _accuracy(text: str) -> str:
+    return re.search(r"test accuracy \(%\)\s+(\S+)\s+(\S+)", text).group(2)  # type: ignore[union-attr]
+
+
+def test_plugins_lists_every_builtin_with_origin(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "plugins")
+    assert code == 0
+    for kind, name in [("scorer", "taylor"), ("pruner", "channel"), ("distiller", "attention"),
+                       ("model", "mobilenet"), ("dataset", "cifar10")]:
+        assert re.search(rf"^{kind}\s+{name}\s+prunetune 0\.1\.0\s+\S", out, re.M), (kind, name)
+
+
+def test_compress_then_evaluate_reproduces_accuracy_and_macs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "student.pt"
+    code, out, err = _run(capsys, "compress", "--ratio", "0.5", "--kernel", "layer1.0.conv1=5",
+                          "--out", str(out_file), *TINY)
+    assert code == 0, err
+    assert "teacher" in out and "student" in out and "MACs" in out
+    assert out_file.is_file()
+    code, evaluated, err = _run(capsys, "evaluate", str(out_file), "--device", "cpu")
+    assert code == 0, err
+    saved_acc, now_acc = re.search(r"test accuracy \(%\)\s+(\S+)\s+(\S+)", evaluated).groups()  # type: ignore[union-attr]
+    assert saved_acc == now_acc == _accuracy(out)
+    saved_macs, now_macs = re.search(r"MACs\s+(\S+)\s+(\S+)", evaluated).groups()  # type: ignore[union-attr]
+    assert saved_macs == now_macs
+
+
+def test_a_third_party_scorer_works_in_compress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], third_party_scorer: str
+) -> None:
+    code, out, _ = _run(capsys, "plugins")
+    assert re.search(rf"^scorer\s+{third_party_scorer}\s+thirdparty-scorer 1\.2\s+Scores channels", out, re.M)
+    code, out, err = _run(capsys, "compress", "--scorer", third_party_scorer, "--out", str(tmp_path / "s.pt"), *TINY)
+    assert code == 0, err
+    meta_scorer = torch.load(tmp_path / "s.pt", weights_only=True)["meta"]
+    assert '"scorer": "last_first"' in meta_scorer
+
+
+def _tiny_idx(folder: Path, size: int) -> None:
+    folder.mkdir()
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        pixels = bytes(range(256)) * (n * size * size // 256 + 1)
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, size, size) + pixels[: n * size * size])
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scorer", "l9"], r"unknown scorer 'l9' \(valid: .*l1.*\)"),
+        (["--model", "alexnet"], r"unknown model 'alexnet' \(valid: mobilenet, resnet, vgg\)"),
+        (["--dataset", "imagenet"], r"unknown dataset 'imagenet' \(valid: .*idx.*\)"),
+        (["--pruner", "saw"], r"unknown pruner 'saw'"),
+        (["--distiller", "hot"], r"unknown distiller 'hot'"),
+        (["--ratio", "1.0"], r"outside \[0, 1\)"),
+        (["--ratio", "-0.5"], r"outside \[0, 1\)"),
+        (["--kernel", "layer1.0.conv1=4"], r"not a positive odd integer"),
+        (["--kernel", "layer1.0.conv1=0"], r"not a positive odd integer"),
+        (["--kernel", "nowhere=5"], r"nowhere"),
+        (["--layer-ratio", "nowhere=0.5"], r"'nowhere', which is not a prunable layer"),
+        (["--dataset", "idx", "--dataset-opt", "path=/no/such/folder"], r"/no/such/folder"),
+        (["--teacher-checkpoint", "/no/teacher.pt"], r"teacher checkpoint '/no/teacher.pt' does not exist"),
+        (["--distiller-opt", "T=-1"], r"distiller 'hinton'"),
+        (["--scorer-opt", "colour=red"], r"scorer 'l1' has no option colour"),
+        (["--epochs", "-1"], r"--epochs must be 0 or more"),
+        (["--device", "tpu"], r"unknown device|unsupported device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out_file = tmp_path / "student.pt"
+    code, out, err = _run(capsys, "compress", "--out", str(out_file), *TINY, *args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_images_the_model_cannot_take(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _tiny_idx(tmp_path / "data", size=4)
+    code, _, err = _run(capsys, "compress", "--dataset", "idx", "--dataset-opt", f"path={tmp_path / 'data'}",
+                        "--out", str(tmp_path / "s.pt"), *TINY[2:])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "4" in err and not (tmp_path / "s.pt").exists()
+
+
+def test_missing_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "no" / "s.pt"), *TINY)
+    assert code == 2 and "does not exist" in err
+
+
+def test_evaluate_a_checkpoint_that_does_not_fit_its_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.pt"
+    assert _run(capsys, "compress", "--out", str(path), *TINY)[0] == 0
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["stem.conv.weight"] = torch.zeros(3, 1, 3, 3)
+    torch.save(payload, path)
+    code, _, err = _run(capsys, "evaluate", str(path), "--device", "cpu")
+    assert code == 2 and "does not fit its plan" in err and len(err.strip().splitlines()) == 1
+
+
+def test_argparse_mistakes_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", "--ratio", "half"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid float value" in err

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prunetune.devices import select_device
+from prunetune.errors import UsageError
+
+
+def test_auto_and_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_bad_specs() -> None:
+    with pytest.raises(UsageError, match="unknown device 'gpu0'"):
+        select_device("gpu0")
+    with pytest.raises(UsageError, match="unsupported device"):
+        select_device("meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="has no CUDA GPU"):
+        select_device("cuda")

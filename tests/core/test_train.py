@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunetune.distillation import DistillBatch, Distiller, capture_outputs
+from prunetune.errors import UsageError
+from prunetune.plugins.distillers.attention import AttentionDistiller
+from prunetune.plugins.distillers.hinton import HintonDistiller
+from prunetune.testing.distillers import TinyConvNet, tiny_problem
+from prunetune.train import TrainRecipe, distill, evaluate, teacher_logits_for, train_supervised
+
+CPU = torch.device("cpu")
+DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # These models are tiny: a second intra-op thread only adds contention on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _models() -> tuple[TinyConvNet, TinyConvNet]:
+    torch.manual_seed(0)
+    return TinyConvNet((8, 16)), TinyConvNet((4, 8), kernel_sizes=(5, 3))
+
+
+def _count_forwards(model: nn.Module) -> list[bool]:
+    """Records ``model.training`` at every forward pass."""
+    calls: list[bool] = []
+    model.register_forward_hook(lambda m, a, o: calls.append(m.training))
+    return calls
+
+
+def _hinton() -> HintonDistiller:
+    return HintonDistiller(HintonDistiller.Config(T=2.0, alpha=0.5))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"epochs": -1},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"momentum": 1.0},
+        {"weight_decay": -1e-4},
+        {"optimizer": "rmsprop"},
+        {"schedule": "step"},
+        {"label_smoothing": 1.0},
+    ],
+)
+def test_recipe_rejects_bad_values(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        TrainRecipe(**options)
+
+
+def test_recipe_defaults() -> None:
+    recipe = TrainRecipe()
+    assert (recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay) == (128, 0.05, 0.9, 5e-4)
+    assert recipe.optimizer == "sgd" and recipe.schedule == "cosine" and recipe.label_smoothing == 0.0
+
+
+class _FixedLogits(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :3]
+
+
+def test_evaluate_accuracy_and_loss_restores_mode() -> None:
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    x, y = logits.view(4, 3, 1, 1), torch.tensor([0, 1, 2, 2])
+    model = _FixedLogits().train()
+    accuracy, loss = evaluate(model, x, y, CPU, batch_size=3)
+    assert accuracy == pytest.approx(75.0)
+    assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    assert model.training
+    assert all(math.isnan(v) for v in evaluate(model, x[:0], y[:0], CPU))
+
+
+def test_train_supervised_learns_a_separable_task() -> None:
+    x, y = tiny_problem(64, seed=0)
+    vx, vy = tiny_problem(32, seed=1)
+    torch.manual_seed(0)
+    model = TinyConvNet((4, 8))
+    history = train_supervised(
+        model, x, y, TrainRecipe(epochs=8, batch_size=16, lr=0.1), CPU, progress=False, val=(vx, vy)
+    )
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] >= 90.0
+    assert evaluate(model, vx, vy, CPU)[0] == history[-1]["val_accuracy"]
+
+
+def test_zero_epochs_trains_nothing() -> None:
+    model = TinyConvNet((4, 8))
+    before = [p.clone() for p in model.parameters()]
+    x, y = tiny_problem(8)
+    assert train_supervised(model, x, y, TrainRecipe(epochs=0), CPU, progress=False) == []
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_training_is_seeded_and_leaves_global_rng_alone() -> None:
+    x, y = tiny_problem(16)
+    recipe = TrainRecipe(epochs=2, batch_size=4, seed=3)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        teacher, student = _models()
+        rng = torch.random.get_rng_state()
+        distill(student, teacher, AttentionDistiller(AttentionDistiller.Config()), x, y, recipe, CPU, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), rng)
+        states.append(student.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_distill_keeps_teacher_frozen(device: torch.device) -> None:
+    teacher, student = _models()
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    modes = _count_forwards(teacher)
+    x, y = tiny_problem(16)
+    history = distill(
+        student, teacher, _hinton(), x, y, TrainRecipe(epochs=2, batch_size=8), device, progress=False
+    )
+    assert len(history) == 2 and modes and not any(modes)
+    teacher.cpu()
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+    assert all(p.requires_grad for p in teacher.parameters()), "requires_grad flags are restored"
+    assert next(student.parameters()).device.type == device.type
+
+
+def test_cached_teacher_logits_match_and_skip_the_teacher() -> None:
+    x, y = tiny_problem(24)
+    recipe = TrainRecipe(epochs=2, batch_size=8, seed=1)
+    teacher, student = _models()
+    distill(student, teacher, _hinton(), x, y, recipe, CPU, progress=False)
+    expected = student.state_dict()
+
+    teacher, student = _models()
+    logits = teacher_logits_for(teacher, x, CPU, batch_size=5)
+    calls = _count_forwards(teacher)
+    distill(student, teacher, _hinton(), x, y, recipe, CPU, teacher_logits=logits, progress=False)
+    assert calls == []
+    for k, v in student.state_dict().items():
+        assert torch.allclose(v, expected[k], atol=1e-5), k
+
+
+def test_feature_distillers_run_the_teacher_despite_cached_logits() -> None:
+    x, y = tiny_problem(8)
+    teacher, student = _models()
+    logits = teacher_logits_for(teacher, x, CPU)
+    calls = _count_forwards(teacher)
+    distiller = AttentionDistiller(AttentionDistiller.Config(alpha=0.5))
+    distill(student, teacher, distiller, x, y, TrainRecipe(epochs=1, batch_size=8), CPU,
+            teacher_logits=logits, progress=False)
+    assert len(calls) >= 1
+
+
+def test_teacher_logits_for_matches_eval_forward() -> None:
+    teacher, _ = _models()
+    x, _ = tiny_problem(7)
+    logits = teacher_logits_for(teacher.train(), x, CPU, batch_size=3)
+    assert teacher.training
+    with torch.no_grad():
+        assert torch.allclose(logits, teacher.eval()(x), atol=1e-6)
+    assert logits.shape == (7, 4) and logits.device.type == "cpu"
+
+
+def test_teacher_logits_of_wrong_length_are_rejected() -> None:
+    teacher, student = _models()
+    x, y = tiny_problem(8)
+    with pytest.raises(ValueError, match="teacher_logits has 3 rows but x has 8"):
+        distill(student, teacher, _hinton(), x, y, TrainRecipe(epochs=1), CPU,
+                teacher_logits=torch.zeros(3, 4), progress=False)
+
+
+class _RecordingDistiller(Distiller):
+    """Records what the loop hands over."""
+
+    def __init__(self) -> None:
+        self.batches: list[DistillBatch] = []
+        self.extra = nn.Linear(1, 1)
+
+    def bind(self, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor) -> nn.Module:
+        self.example_shape = tuple(example_input.shape)
+        return self.extra
+
+    def student_layers(self) -> list[str]:
+        return ["stage2"]
+
+    def teacher_layers(self) -> list[str]:
+        return ["stage1"]
+
+    def loss(self, batch: DistillBatch) -> torch.Tensor:
+        self.batches.append(batch)
+        return F.cross_entropy(batch.student_logits, batch.targets) + self.extra.weight.sum() ** 2
+
+
+def test_loop_hands_features_trains_bound_module_and_reports_epochs() -> None:
+    teacher, student = _models()
+    x, y = tiny_problem(12)
+    distiller = _RecordingDistiller()
+    weight = distiller.extra.weight.detach().clone()
+    seen: list[tuple[int, dict[str, Any]]] = []
+    history = distill(
+        student, teacher, distiller, x, y, TrainRecipe(epochs=2, batch_size=5), CPU,
+        val=(x, y), progress=False, on_epoch=lambda e, m: seen.append((e, m)),
+    )
+    assert distiller.example_shape == (1, 1, 8, 8)
+    assert len(distiller.batches) == 6  # 3 batches of 5, 5, 2 per epoch
+    batch = distiller.batches[-1]
+    assert batch.student_features["stage2"].shape == (2, 8, 4, 4)
+    assert batch.teacher_features["stage1"].shape == (2, 8, 8, 8)
+    assert batch.teacher_logits is not None and not batch.teacher_logits.requires_grad
+    assert not torch.equal(distiller.extra.weight, weight), "the bound module is trained"
+    assert [e for e, _ in seen] == [1, 2] and [m for _, m in seen] == history
+    assert {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds"} <= history[0].keys()
+
+
+def test_adam_and_constant_schedule() -> None:
+    x, y = tiny_problem(16)
+    model = TinyConvNet((4, 8))
+    recipe = TrainRecipe(epochs=2, batch_size=8, lr=1e-3, optimizer="adam", schedule="constant")
+    history = train_supervised(model, x, y, recipe, CPU, progress=False)
+    assert [h["lr"] for h in history] == [1e-3, 1e-3]
+
+
+def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    x, y = tiny_problem(8)
+    train_supervised(TinyConvNet((4, 8)), x, y, TrainRecipe(epochs=1, batch_size=8), CPU, desc="warm-up")
+    captured = capsys.readouterr()
+    assert "warm-up" in captured.err and captured.out == ""
+
+
+def test_capture_outputs_rejects_unknown_layers() -> None:
+    with pytest.raises(UsageError, match="has no layer nope"):
+        with capture_outputs(TinyConvNet(), ["nope"]):
+            pass
