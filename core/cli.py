@@ -67,10 +67,11 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to}")
     c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
     c.add_argument("--finetune-epochs", type=int, default=1, help="cross-entropy fine-tuning epochs after distillation (default: 1)")
-    c.add_argument("--teacher-epochs", type=int, default=10, help="epochs to train the teacher when no checkpoint is given (default: 10)")
+    c.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
+    c.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
     c.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
-    c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--lr", type=float, default=0.05)
+    c.add_argument("--batch-size", type=int, default=64, help="of every training stage (default: 64)")
+    c.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate of distillation; fine-tuning uses a tenth (default: 0.02)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -144,7 +145,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         pruner_options=parse_options(args.pruner_opt, "pruner"),
         distiller_options=parse_options(args.distiller_opt, "distiller"),
         epochs=args.epochs, finetune_epochs=args.finetune_epochs, teacher_epochs=args.teacher_epochs,
-        teacher_checkpoint=args.teacher_checkpoint, batch_size=args.batch_size, lr=args.lr,
+        teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, val_fraction=args.val_fraction, device=args.device, out=args.out,
         progress=not args.quiet,
     )

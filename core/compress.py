@@ -52,10 +52,11 @@ class CompressSpec:
     distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 3
     finetune_epochs: int = 1
-    teacher_epochs: int = 10
+    teacher_epochs: int = 15
+    teacher_lr: float = 0.1
     teacher_checkpoint: str | None = None
-    batch_size: int = 128
-    lr: float = 0.05
+    batch_size: int = 64
+    lr: float = 0.02
     seed: int = 0
     val_fraction: float = 0.1
     calibration_batches: int = 4
@@ -69,8 +70,9 @@ class CompressSpec:
                 raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+        for name in ("lr", "teacher_lr"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -161,7 +163,9 @@ def run_compress(
     model_spec = {"model": spec.model, "model_options": dict(spec.model_options),
                   "input_shape": list(data.input_shape), "num_classes": data.num_classes}
     c, h, _ = data.input_shape
-    teacher_recipe = TrainRecipe(epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    teacher_recipe = TrainRecipe(
+        epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed
+    )
     teacher, teacher_source = obtain_teacher(
         lambda: factory.build(c, data.num_classes, h), model_spec, data, teacher_recipe, device,
         checkpoint=spec.teacher_checkpoint, progress=spec.progress,

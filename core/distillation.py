@@ -45,7 +45,9 @@ class Distiller(abc.ABC):
     #: Whether :attr:`DistillBatch.teacher_logits` is needed (False: cross-entropy only).
     uses_teacher: bool = True
 
-    def bind(self, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    def bind(
+        self, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor
+    ) -> nn.Module:
         """Prepare for this student and teacher; return the distiller's own trainable modules.
 
         Feature distillers choose their matched layers here and build adapters. The returned

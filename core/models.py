@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from prunetune.errors import UsageError
-from prunetune.options import _convert
+from prunetune.options import convert_value
 
 if TYPE_CHECKING:
     from prunetune.registry import Registry
@@ -65,7 +65,7 @@ class CallableModelFactory(ModelFactory):
                 raise UsageError(f"model {self.name!r} has no option {key} (valid: {valid})")
             annotation = params[key].annotation if key in params else inspect.Parameter.empty
             if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
-                value = _convert(value, annotation, f"model {self.name!r} option {key}")
+                value = convert_value(value, annotation, f"model {self.name!r} option {key}")
             kwargs[key] = value
         return kwargs
 

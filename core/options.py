@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from prunetune.errors import UsageError
 
-__all__ = ["EmptyConfig", "build_config", "parse_options"]
+__all__ = ["EmptyConfig", "build_config", "convert_value", "parse_options"]
 
 C = TypeVar("C")
 
@@ -34,7 +34,8 @@ def parse_options(pairs: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def _convert(value: Any, annotation: Any, where: str) -> Any:
+def convert_value(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a command-line string to ``annotation`` (bool, int, float, str, tuples, optionals)."""
     if not isinstance(value, str):
         return value
     origin = typing.get_origin(annotation)
@@ -43,10 +44,10 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if value.lower() in ("none", "null", ""):
             return None
-        return _convert(value, non_none[0], where)
+        return convert_value(value, non_none[0], where)
     if origin in (tuple, list):
         inner = args[0] if args else str
-        items = tuple(_convert(v, inner, where) for v in value.split(",") if v.strip())
+        items = tuple(convert_value(v, inner, where) for v in value.split(",") if v.strip())
         return items if origin is tuple else list(items)
     try:
         if annotation is bool:
@@ -82,7 +83,7 @@ def build_config(config_cls: type[C], options: Mapping[str, Any], owner: str) ->
         raise UsageError(f"{owner} has no option {', '.join(unknown)} (valid: {valid})")
     hints = typing.get_type_hints(config_cls)
     values = {
-        key: _convert(value, hints[key], f"{owner} option {key}")
+        key: convert_value(value, hints[key], f"{owner} option {key}")
         for key, value in options.items()
     }
     try:

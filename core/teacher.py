@@ -37,7 +37,9 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def teacher_cache_key(model_spec: Mapping[str, Any], data_fingerprint: str, recipe: TrainRecipe) -> str:
+def teacher_cache_key(
+    model_spec: Mapping[str, Any], data_fingerprint: str, recipe: TrainRecipe
+) -> str:
     """The sha256 of a canonical JSON of everything that determines a trained teacher.
 
     Args:
@@ -98,11 +100,13 @@ def _read_state_dict(path: Path, what: str) -> dict[str, Any]:
         raise UsageError(f"{what} {path} holds a {type(obj).__name__}, not a state_dict")
     # Checkpoints saved from nn.DataParallel prefix every key with "module.".
     if obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
-def load_teacher_checkpoint(model: nn.Module, path: str | os.PathLike[str], model_name: str) -> None:
+def load_teacher_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], model_name: str
+) -> None:
     """Load a state_dict file into ``model``, strictly.
 
     Accepts a plain state_dict or a dict with key ``"state_dict"``; loaded with
@@ -143,6 +147,26 @@ def _load_cached(model: nn.Module, path: Path) -> bool:
     return True
 
 
+def _train_and_cache(
+    model: nn.Module,
+    model_spec: Mapping[str, Any],
+    data: DataSplits,
+    recipe: TrainRecipe,
+    device: torch.device,
+    path: Path,
+    progress: bool,
+) -> None:
+    val = (data.val_x, data.val_y)
+    train_supervised(model, data.train_x, data.train_y, recipe, device, progress, val=val)
+    what = {
+        "model": dict(model_spec),
+        "data": data.fingerprint,
+        "recipe": dataclasses.asdict(recipe),
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save_atomically({"state_dict": state, "meta": json.loads(_canonical(what))}, path)
+
+
 def obtain_teacher(
     build: Callable[[], nn.Module],
     model_spec: Mapping[str, Any],
@@ -157,7 +181,8 @@ def obtain_teacher(
 
     Args:
         build: Makes a freshly initialised model.
-        model_spec: What ``build`` builds, JSON-able; ``model_spec["name"]`` names it in messages.
+        model_spec: What ``build`` builds, JSON-able; its ``"name"`` (or ``"model"``) value
+            names the model in messages.
         data: Training (and validation, shown in progress) data.
         recipe: The teacher's training recipe (part of the cache key).
         device: Where the teacher is trained and returned.
@@ -174,7 +199,8 @@ def obtain_teacher(
     """
     model = build()
     if checkpoint is not None:
-        load_teacher_checkpoint(model, checkpoint, str(model_spec.get("name", "model")))
+        name = model_spec.get("name") or model_spec.get("model") or "model"
+        load_teacher_checkpoint(model, checkpoint, str(name))
         source = f"checkpoint {checkpoint}"
     else:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -183,13 +209,6 @@ def obtain_teacher(
         if path.is_file() and _load_cached(model, path):
             source = f"cache {path}"
         else:
-            train_supervised(
-                model, data.train_x, data.train_y, recipe, device, progress, "teacher",
-                val=(data.val_x, data.val_y),
-            )
-            what = {"model": dict(model_spec), "data": data.fingerprint, "recipe": dataclasses.asdict(recipe)}
-            meta = json.loads(_canonical(what))
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            _save_atomically({"state_dict": state, "meta": meta}, path)
+            _train_and_cache(model, model_spec, data, recipe, device, path, progress)
             source = f"trained, cached at {path}"
     return model.to(device).eval(), source

@@ -180,6 +180,35 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _train_epoch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    step: _Step,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    bar: tqdm,
+) -> tuple[float, float]:
+    """One pass in ``order``: ``(mean loss, accuracy in percent)``."""
+    # Summed on the device and read once per epoch, so a GPU never waits on the host per step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for part in _batches(len(x), batch_size):
+        idx = order[part]
+        xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
+        loss, logits = step(xb, yb, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        bar.update(1)
+    return loss_sum.item() / len(x), 100.0 * correct.item() / len(x)
+
+
 def _fit(
     model: nn.Module,
     extra: nn.Module,
@@ -195,48 +224,37 @@ def _fit(
     on_epoch: EpochCallback | None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (and ``extra``'s parameters) for ``recipe.epochs`` with ``step``'s loss."""
-    if len(x) == 0 and recipe.epochs > 0:
-        raise ValueError("no training samples")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels")
+    if len(x) == 0 and recipe.epochs > 0:
+        raise ValueError("no training samples")
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     params = [p for p in [*model.parameters(), *extra.parameters()] if p.requires_grad]
     opt, sched = _make_optimizer(params, recipe, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(recipe.seed)
     history: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=recipe.epochs * steps_per_epoch, desc=desc, file=sys.stderr,
-        disable=not progress, dynamic_ncols=True,
-    )
-    with bar:
+    total = recipe.epochs * steps_per_epoch
+    with tqdm(total=total, desc=desc, file=sys.stderr, disable=not progress) as bar:
         for epoch in range(1, recipe.epochs + 1):
             started = time.perf_counter()
             model.train()
             extra.train()
             order = torch.randperm(len(x), generator=shuffle)
-            loss_sum, correct = 0.0, 0
-            for part in _batches(len(x), recipe.batch_size):
-                idx = order[part]
-                xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
-                loss, logits = step(xb, yb, idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.detach().argmax(dim=1) == yb).sum().item())
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+            loss, accuracy = _train_epoch(
+                x, y, order, recipe.batch_size, device, step, opt, sched, bar
+            )
             metrics: dict[str, Any] = {
                 "epoch": epoch,
-                "train_loss": loss_sum / len(x),
-                "train_accuracy": 100.0 * correct / len(x),
+                "train_loss": loss,
+                "train_accuracy": accuracy,
                 "lr": opt.param_groups[0]["lr"],
             }
             if val is not None:
                 metrics["val_accuracy"], metrics["val_loss"] = evaluate(model, *val, device)
-                bar.set_postfix(epoch=epoch, val_acc=f"{metrics['val_accuracy']:.2f}")
             metrics["seconds"] = time.perf_counter() - started
+            bar.set_postfix(
+                {k: f"{v:.3g}" for k, v in metrics.items() if k in ("train_loss", "val_accuracy")}
+            )
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
@@ -277,14 +295,25 @@ def train_supervised(
     """
     model.to(device)
 
-    def step(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(xb)
         return F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing), logits
 
     with _seeded(recipe.seed, device):
         return _fit(
-            model, nn.Module(), x, y, recipe, device, step,
-            val=val, progress=progress, desc=desc, on_epoch=on_epoch,
+            model,
+            nn.Module(),
+            x,
+            y,
+            recipe,
+            device,
+            step,
+            val=val,
+            progress=progress,
+            desc=desc,
+            on_epoch=on_epoch,
         )
 
 
@@ -310,7 +339,9 @@ def _distill_step(
     s_layers, t_layers = distiller.student_layers(), distiller.teacher_layers()
     run_teacher = distiller.uses_teacher and (teacher_logits is None or bool(t_layers))
 
-    def step(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t_logits: torch.Tensor | None = None
         t_feats: dict[str, torch.Tensor] = {}
         if run_teacher:
@@ -380,6 +411,15 @@ def distill(
         extra = distiller.bind(student, teacher, x[:1].to(device)).to(device)
         step = _distill_step(student, teacher, distiller, teacher_logits)
         return _fit(
-            student, extra, x, y, recipe, device, step,
-            val=val, progress=progress, desc=desc, on_epoch=on_epoch,
+            student,
+            extra,
+            x,
+            y,
+            recipe,
+            device,
+            step,
+            val=val,
+            progress=progress,
+            desc=desc,
+            on_epoch=on_epoch,
         )

@@ -15,6 +15,12 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    # The suite's models are tiny: thread start-up costs more than it saves on 2 cores.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

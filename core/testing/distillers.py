@@ -114,7 +114,8 @@ class DistillerConformance:
         cls = type(self.make_distiller())
         config_cls = getattr(cls, "Config", None)
         assert config_cls is not None and dataclasses.is_dataclass(config_cls), "needs a Config"
-        assert config_cls.__dataclass_params__.frozen, "Config must be a frozen dataclass"  # type: ignore[attr-defined]
+        frozen = vars(config_cls)["__dataclass_params__"].frozen
+        assert frozen, "Config must be a frozen dataclass"
         assert (cls.__doc__ or "").strip(), "the docstring's first line is its description"
         assert issubclass(cls, Distiller)
 
@@ -129,7 +130,7 @@ class DistillerConformance:
         before = (_state(teacher), _state(student))
         x, _ = tiny_problem(2)
         self.make_distiller().bind(student, teacher, x[:1])
-        for model, state in zip((teacher, student), before):
+        for model, state in zip((teacher, student), before, strict=True):
             for k, v in model.state_dict().items():
                 assert torch.equal(v, state[k]), f"bind changed {k}"
 
@@ -163,7 +164,14 @@ class DistillerConformance:
         x, y = tiny_problem(16)
         recipe = TrainRecipe(epochs=1, batch_size=8, lr=0.05)
         history = distill(
-            student, teacher, self.make_distiller(), x, y, recipe, torch.device("cpu"), progress=False
+            student,
+            teacher,
+            self.make_distiller(),
+            x,
+            y,
+            recipe,
+            torch.device("cpu"),
+            progress=False,
         )
         assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
         for k, v in teacher.state_dict().items():

@@ -26,10 +26,10 @@ from prunetune.scoring import ScoreContext, Scorer
 
 __all__ = [
     "ConformanceNet",
+    "ModelSnapshot",
     "ScorerConformance",
     "conformance_context",
     "conformance_model",
-    "model_snapshot",
 ]
 
 NUM_CLASSES = 3
@@ -62,12 +62,17 @@ def conformance_model(seed: int = 0) -> nn.Module:
     """A :class:`ConformanceNet` in eval mode, with seeded weights and non-trivial BN stats."""
     torch.manual_seed(seed)
     model = ConformanceNet()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.1, 0.1)
-            nn.init.uniform_(module.running_mean, -0.1, 0.1)
-            nn.init.uniform_(module.running_var, 0.5, 1.5)
+    ranges = {
+        "weight": (0.5, 1.5),
+        "bias": (-0.1, 0.1),
+        "running_mean": (-0.1, 0.1),
+        "running_var": (0.5, 1.5),
+    }
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                for name, (low, high) in ranges.items():
+                    getattr(module, name).uniform_(low, high)
     return model.eval()
 
 
@@ -85,41 +90,51 @@ def conformance_context(model: nn.Module, seed: int = 0, batches: int = 2) -> Sc
     return ScoreContext(model=model, example_input=example, calibration=calibration, seed=seed)
 
 
-def model_snapshot(model: nn.Module) -> dict[str, object]:
-    """Everything a scorer must leave as it found it: state, grads, flags, modes and hooks."""
-    hook_dicts = (
-        "_forward_hooks",
-        "_forward_pre_hooks",
-        "_backward_hooks",
-        "_backward_pre_hooks",
-    )
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "grads": {
-            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
-        },
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "hooks": {
-            n: tuple(len(getattr(m, d, {})) for d in hook_dicts) for n, m in model.named_modules()
-        },
-    }
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def _assert_same(before: dict[str, object], after: dict[str, object]) -> None:
-    for key in ("requires_grad", "training", "hooks"):
-        assert before[key] == after[key], f"the scorer changed the model's {key}"
-    for kind in ("state", "grads"):
-        old, new = before[kind], after[kind]
-        assert isinstance(old, dict) and isinstance(new, dict)
-        for name, value in old.items():
-            other = new[name]
-            same = (
-                value is None and other is None
-                if value is None or other is None
-                else torch.equal(value, other)
-            )
-            assert same, f"the scorer changed {kind} of {name}"
+@dataclasses.dataclass
+class ModelSnapshot:
+    """Everything a scorer must leave as it found it.
+
+    Attributes:
+        tensors: Copies of the state dict (``state:NAME``) and of each ``.grad``
+            (``grad:NAME``, ``None`` when unset).
+        flags: ``requires_grad:NAME``, ``training:NAME`` and ``hooks:NAME`` (hook counts).
+    """
+
+    tensors: dict[str, torch.Tensor | None]
+    flags: dict[str, object]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelSnapshot:
+        tensors: dict[str, torch.Tensor | None] = {
+            f"state:{k}": v.detach().clone() for k, v in model.state_dict().items()
+        }
+        flags: dict[str, object] = {}
+        for name, param in model.named_parameters():
+            tensors[f"grad:{name}"] = None if param.grad is None else param.grad.clone()
+            flags[f"requires_grad:{name}"] = param.requires_grad
+        for name, module in model.named_modules():
+            flags[f"training:{name}"] = module.training
+            flags[f"hooks:{name}"] = tuple(len(getattr(module, d, {})) for d in _HOOK_DICTS)
+        return cls(tensors, flags)
+
+    def changes(self, later: ModelSnapshot) -> list[str]:
+        """The keys whose value differs in ``later``."""
+        changed = [k for k, v in self.flags.items() if later.flags.get(k) != v]
+        for key, old in self.tensors.items():
+            new = later.tensors.get(key)
+            if (old is None) != (new is None) or (
+                old is not None and new is not None and not torch.equal(old, new)
+            ):
+                changed.append(key)
+        return changed
+
+
+def _assert_unchanged(before: ModelSnapshot, model: nn.Module) -> None:
+    changed = before.changes(ModelSnapshot.of(model))
+    assert not changed, f"the scorer changed the model: {', '.join(changed)}"
 
 
 class ScorerConformance(abc.ABC):
@@ -141,8 +156,9 @@ class ScorerConformance(abc.ABC):
     def test_declares_config_and_description(self) -> None:
         scorer = self.make_scorer()
         config_cls = getattr(type(scorer), "Config", None)
-        assert config_cls is not None and dataclasses.is_dataclass(config_cls)
-        assert config_cls.__dataclass_params__.frozen, "Config must be a frozen dataclass"
+        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)
+        frozen = config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert frozen, "the scorer's Config must be a frozen dataclass"
         type(scorer)(config_cls())
         doc = (type(scorer).__doc__ or "").strip()
         assert doc, "the scorer's docstring's first line is its description"
@@ -177,24 +193,24 @@ class ScorerConformance(abc.ABC):
         model, groups, ctx = self._setup()
         frozen = next(model.parameters())
         frozen.requires_grad_(False)
-        before = model_snapshot(model)
+        before = ModelSnapshot.of(model)
         self.make_scorer().score_groups(groups, ctx)
-        _assert_same(before, model_snapshot(model))
+        _assert_unchanged(before, model)
 
     def test_leaves_existing_grads_alone(self) -> None:
         model, groups, ctx = self._setup()
         for param in model.parameters():
             param.grad = torch.full_like(param, 0.25)
-        before = model_snapshot(model)
+        before = ModelSnapshot.of(model)
         self.make_scorer().score_groups(groups, ctx)
-        _assert_same(before, model_snapshot(model))
+        _assert_unchanged(before, model)
 
     def test_leaves_train_mode_and_batchnorm_statistics(self) -> None:
         model, groups, ctx = self._setup()
         model.train()
-        before = model_snapshot(model)
+        before = ModelSnapshot.of(model)
         self.make_scorer().score_groups(groups, ctx)
-        _assert_same(before, model_snapshot(model))
+        _assert_unchanged(before, model)
 
     def test_works_without_calibration_unless_it_needs_data(self) -> None:
         scorer = self.make_scorer()

@@ -1,1 +1,1 @@
-"""prunetune built-in plugins."""
+"""Built-in distillers: ``none``, ``hinton``, ``hint`` (FitNets) and ``attention``."""

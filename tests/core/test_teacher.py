@@ -41,7 +41,9 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Replaces teacher training (tested in test_train.py) by a counted, visible weight change."""
     calls: list[int] = []
 
-    def fake_train(model: torch.nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def fake_train(
+        model: torch.nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         calls.append(len(x))
         with torch.no_grad():
             for p in model.parameters():
@@ -72,14 +74,18 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_trains_once_then_reuses_the_cache(tmp_path: Path, train_calls: list[int]) -> None:
     data = _data()
-    first, source = obtain_teacher(_build, SPEC, data, RECIPE, CPU, cache_dir=tmp_path, progress=False)
+    first, source = obtain_teacher(
+        _build, SPEC, data, RECIPE, CPU, cache_dir=tmp_path, progress=False
+    )
     path = tmp_path / "teachers" / f"{teacher_cache_key(SPEC, data.fingerprint, RECIPE)}.pt"
     assert source == f"trained, cached at {path}" and path.is_file()
     assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary file is left"
     assert not first.training and train_calls == [16], "trained once, on the training split"
     assert torch.equal(first.head.bias, _build().head.bias + 1.0)
 
-    second, source = obtain_teacher(_build, SPEC, data, RECIPE, CPU, cache_dir=tmp_path, progress=False)
+    second, source = obtain_teacher(
+        _build, SPEC, data, RECIPE, CPU, cache_dir=tmp_path, progress=False
+    )
     assert source == f"cache {path}" and train_calls == [16]
     assert not second.training
     for k, v in first.state_dict().items():
@@ -104,7 +110,9 @@ def test_stale_cache_entry_is_retrained(tmp_path: Path, train_calls: list[int]) 
 
 
 @pytest.mark.parametrize("wrapped", [False, True])
-def test_checkpoint_is_loaded_not_trained(tmp_path: Path, train_calls: list[int], wrapped: bool) -> None:
+def test_checkpoint_is_loaded_not_trained(
+    tmp_path: Path, train_calls: list[int], wrapped: bool
+) -> None:
     trained = _build()
     state = trained.state_dict()
     path = tmp_path / "teacher.pt"
@@ -137,7 +145,9 @@ def test_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
         load_teacher_checkpoint(_build(), tmp_path / "other.pt", "tiny")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"teacher checkpoint {tmp_path / 'other.pt'} does not fit model tiny: ")
+    assert message.startswith(
+        f"teacher checkpoint {tmp_path / 'other.pt'} does not fit model tiny: "
+    )
     assert "missing keys stage1.1.bias" in message and "unexpected extra.weight" in message
     assert "shape mismatch head.weight (5, 16) vs (4, 16)" in message
 

@@ -65,8 +65,15 @@ def test_recipe_rejects_bad_values(options: dict[str, Any]) -> None:
 
 def test_recipe_defaults() -> None:
     recipe = TrainRecipe()
-    assert (recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay) == (128, 0.05, 0.9, 5e-4)
-    assert recipe.optimizer == "sgd" and recipe.schedule == "cosine" and recipe.label_smoothing == 0.0
+    assert (recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay) == (
+        128,
+        0.05,
+        0.9,
+        5e-4,
+    )
+    assert (
+        recipe.optimizer == "sgd" and recipe.schedule == "cosine" and recipe.label_smoothing == 0.0
+    )
 
 
 class _FixedLogits(nn.Module):
@@ -104,7 +111,7 @@ def test_zero_epochs_trains_nothing() -> None:
     before = [p.clone() for p in model.parameters()]
     x, y = tiny_problem(8)
     assert train_supervised(model, x, y, TrainRecipe(epochs=0), CPU, progress=False) == []
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_training_is_seeded_and_leaves_global_rng_alone() -> None:
@@ -115,7 +122,16 @@ def test_training_is_seeded_and_leaves_global_rng_alone() -> None:
         torch.manual_seed(0)
         teacher, student = _models()
         rng = torch.random.get_rng_state()
-        distill(student, teacher, AttentionDistiller(AttentionDistiller.Config()), x, y, recipe, CPU, progress=False)
+        distill(
+            student,
+            teacher,
+            AttentionDistiller(AttentionDistiller.Config()),
+            x,
+            y,
+            recipe,
+            CPU,
+            progress=False,
+        )
         assert torch.equal(torch.random.get_rng_state(), rng)
         states.append(student.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -129,7 +145,14 @@ def test_distill_keeps_teacher_frozen(device: torch.device) -> None:
     modes = _count_forwards(teacher)
     x, y = tiny_problem(16)
     history = distill(
-        student, teacher, _hinton(), x, y, TrainRecipe(epochs=2, batch_size=8), device, progress=False
+        student,
+        teacher,
+        _hinton(),
+        x,
+        y,
+        TrainRecipe(epochs=2, batch_size=8),
+        device,
+        progress=False,
     )
     assert len(history) == 2 and modes and not any(modes)
     teacher.cpu()
@@ -161,8 +184,17 @@ def test_feature_distillers_run_the_teacher_despite_cached_logits() -> None:
     logits = teacher_logits_for(teacher, x, CPU)
     calls = _count_forwards(teacher)
     distiller = AttentionDistiller(AttentionDistiller.Config(alpha=0.5))
-    distill(student, teacher, distiller, x, y, TrainRecipe(epochs=1, batch_size=8), CPU,
-            teacher_logits=logits, progress=False)
+    distill(
+        student,
+        teacher,
+        distiller,
+        x,
+        y,
+        TrainRecipe(epochs=1, batch_size=8),
+        CPU,
+        teacher_logits=logits,
+        progress=False,
+    )
     assert len(calls) >= 1
 
 
@@ -180,8 +212,17 @@ def test_teacher_logits_of_wrong_length_are_rejected() -> None:
     teacher, student = _models()
     x, y = tiny_problem(8)
     with pytest.raises(ValueError, match="teacher_logits has 3 rows but x has 8"):
-        distill(student, teacher, _hinton(), x, y, TrainRecipe(epochs=1), CPU,
-                teacher_logits=torch.zeros(3, 4), progress=False)
+        distill(
+            student,
+            teacher,
+            _hinton(),
+            x,
+            y,
+            TrainRecipe(epochs=1),
+            CPU,
+            teacher_logits=torch.zeros(3, 4),
+            progress=False,
+        )
 
 
 class _RecordingDistiller(Distiller):
@@ -191,7 +232,9 @@ class _RecordingDistiller(Distiller):
         self.batches: list[DistillBatch] = []
         self.extra = nn.Linear(1, 1)
 
-    def bind(self, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    def bind(
+        self, student: nn.Module, teacher: nn.Module, example_input: torch.Tensor
+    ) -> nn.Module:
         self.example_shape = tuple(example_input.shape)
         return self.extra
 
@@ -213,8 +256,16 @@ def test_loop_hands_features_trains_bound_module_and_reports_epochs() -> None:
     weight = distiller.extra.weight.detach().clone()
     seen: list[tuple[int, dict[str, Any]]] = []
     history = distill(
-        student, teacher, distiller, x, y, TrainRecipe(epochs=2, batch_size=5), CPU,
-        val=(x, y), progress=False, on_epoch=lambda e, m: seen.append((e, m)),
+        student,
+        teacher,
+        distiller,
+        x,
+        y,
+        TrainRecipe(epochs=2, batch_size=5),
+        CPU,
+        val=(x, y),
+        progress=False,
+        on_epoch=lambda e, m: seen.append((e, m)),
     )
     assert distiller.example_shape == (1, 1, 8, 8)
     assert len(distiller.batches) == 6  # 3 batches of 5, 5, 2 per epoch
@@ -237,12 +288,16 @@ def test_adam_and_constant_schedule() -> None:
 
 def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     x, y = tiny_problem(8)
-    train_supervised(TinyConvNet((4, 8)), x, y, TrainRecipe(epochs=1, batch_size=8), CPU, desc="warm-up")
+    train_supervised(
+        TinyConvNet((4, 8)), x, y, TrainRecipe(epochs=1, batch_size=8), CPU, desc="warm-up"
+    )
     captured = capsys.readouterr()
     assert "warm-up" in captured.err and captured.out == ""
 
 
 def test_capture_outputs_rejects_unknown_layers() -> None:
-    with pytest.raises(UsageError, match="has no layer nope"):
-        with capture_outputs(TinyConvNet(), ["nope"]):
-            pass
+    with (
+        pytest.raises(UsageError, match="has no layer nope"),
+        capture_outputs(TinyConvNet(), ["nope"]),
+    ):
+        pass
