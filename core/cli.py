@@ -39,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prunetune",
         description="Compress a trained CNN into a smaller, faster student: structured channel "
-        "pruning, kernel-size changes and knowledge distillation.",
+        "pruning, kernel-size changes and knowledge distillation, searched per layer with Ray Tune "
+        "and Optuna.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -79,10 +80,67 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_component_options(c, ("model", "dataset", "scorer", "pruner", "distiller"))
 
+    _add_search_parser(sub)
+    _add_leaderboard_parser(sub)
+
     e = sub.add_parser("evaluate", help="reload a student and measure it on its test split")
     e.add_argument("checkpoint", help="a student file written by compress")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     return parser
+
+
+def _add_search_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "search",
+        help="search per-layer ratios and kernel sizes with Ray Tune + Optuna; keep the best student",
+        description="Every trial builds a student from a sampled plan, distils it for --epochs and "
+        "reports validation accuracy; the best feasible trial is distilled again for --final-epochs, "
+        "measured once on the test split and saved as best_student.pt in the run folder.",
+    )
+    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted search in RUN_DIR (other options are taken from it)")
+    s.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
+    s.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo)")
+    s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
+    s.add_argument("--strategy", default="optuna", help="search strategy (default: optuna; --strategy-opt sampler=tpe|nsga2|random)")
+    s.add_argument("--scorer", default="l1")
+    s.add_argument("--pruner", default="channel")
+    s.add_argument("--distiller", default="hinton")
+    s.add_argument("--max-macs", type=float, default=None, metavar="FRACTION",
+                   help="MACs budget relative to the teacher, e.g. 0.25; over-budget plans are repaired before training")
+    s.add_argument("--max-ratio", type=float, default=0.9, help="no group is cut by more than this (default: 0.9)")
+    s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency for a Pareto search (default: accuracy)")
+    s.add_argument("--num-samples", type=int, default=12, help="trials (default: 12)")
+    s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    s.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops bad trials early")
+    s.add_argument("--address", default=None, help="an existing Ray cluster (default: an embedded local Ray)")
+    s.add_argument("--storage", default=None, help="where Tune keeps the experiment: a folder or a URI such as s3://bucket/path (default: the run folder)")
+    s.add_argument("--epochs", type=int, default=2, help="distillation epochs per trial (default: 2)")
+    s.add_argument("--final-epochs", type=int, default=5, help="distillation epochs of the kept student (default: 5)")
+    s.add_argument("--teacher-epochs", type=int, default=15)
+    s.add_argument("--teacher-lr", type=float, default=0.1)
+    s.add_argument("--teacher-checkpoint", default=None, metavar="PATH")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--lr", type=float, default=0.02)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
+    s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
+    s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
+
+
+def _add_leaderboard_parser(sub: Any) -> None:
+    lb = sub.add_parser("leaderboard", help="show, filter and compare the Parquet leaderboard")
+    lb.add_argument("action", choices=("show", "pareto", "compare"))
+    lb.add_argument("runs", nargs="*", metavar="RUN", help="compare: two run ids; show/pareto: optional run ids")
+    lb.add_argument("--dir", default="leaderboard", help="the leaderboard folder (default: leaderboard)")
+    lb.add_argument("--model", default=None)
+    lb.add_argument("--dataset", default=None)
+    lb.add_argument("--format", default="table", choices=("table", "csv", "json"))
 
 
 def _plan_from_args(args: argparse.Namespace) -> Any:
@@ -170,7 +228,80 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"plugins": _cmd_plugins, "compress": _cmd_compress, "evaluate": _cmd_evaluate}
+def _search_spec(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from prunetune.errors import UsageError
+    from prunetune.options import parse_options
+    from prunetune.search import SPEC_FILE, SearchSpec
+
+    if args.resume:
+        path = Path(args.resume) / SPEC_FILE
+        if not path.is_file():
+            raise UsageError(f"{args.resume!r} is not a run folder (it has no {SPEC_FILE})")
+        return SearchSpec.from_json(path.read_text())
+    return SearchSpec(
+        model=args.model, dataset=args.dataset, space=args.space, strategy=args.strategy,
+        scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
+        model_options=parse_options(args.model_opt, "model"),
+        dataset_options=parse_options(args.dataset_opt, "dataset"),
+        space_options=parse_options(args.space_opt, "search space"),
+        strategy_options=parse_options(args.strategy_opt, "strategy"),
+        scorer_options=parse_options(args.scorer_opt, "scorer"),
+        pruner_options=parse_options(args.pruner_opt, "pruner"),
+        distiller_options=parse_options(args.distiller_opt, "distiller"),
+        max_macs=args.max_macs, max_ratio=args.max_ratio, round_to=args.round_to,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler,
+        address=args.address, storage=args.storage, epochs=args.epochs, final_epochs=args.final_epochs,
+        teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
+        run_root=args.runs, name=args.name, leaderboard=args.leaderboard, progress=not args.quiet,
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from prunetune.search import run_search
+
+    spec = _search_spec(args)
+    if args.resume and args.address:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, address=args.address)
+    run_search(spec, resume=args.resume)
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from prunetune.errors import UsageError
+    from prunetune.leaderboard import Leaderboard, compare_runs, format_rows, pareto_front, require_run
+
+    board = Leaderboard(args.dir)
+    if args.action == "compare":
+        if len(args.runs) != 2:
+            raise UsageError("leaderboard compare takes two run ids")
+        for run in args.runs:
+            require_run(board, run)
+        print(compare_runs(board.rows(run_id=args.runs[0]), board.rows(run_id=args.runs[1])))
+        return 0
+    for run in args.runs:
+        require_run(board, run)
+    rows = [r for r in board.rows(model=args.model, dataset=args.dataset) if not args.runs or r["run_id"] in args.runs]
+    if args.action == "pareto":
+        trials = [r for r in rows if r["kind"] == "trial" and r["status"] == "ok"]
+        rows = pareto_front(trials, maximize="val_accuracy", minimize="macs")
+    print(format_rows(rows, args.format))
+    return 0
+
+
+_COMMANDS = {
+    "plugins": _cmd_plugins,
+    "compress": _cmd_compress,
+    "evaluate": _cmd_evaluate,
+    "search": _cmd_search,
+    "leaderboard": _cmd_leaderboard,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,7 @@ class Component:
 
     def create(self, options: Mapping[str, Any] | None = None) -> Any:
         """Instantiate the component with its config built from ``options``."""
-        owner = f"{self.kind} {self.name!r}"
+        owner = f"{self.kind.replace('_', ' ')} {self.name!r}"
         config = build_config(self.config_cls, dict(options or {}), owner)
         return self.cls(config)
 

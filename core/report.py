@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prunetune.measure import Measurement
+if TYPE_CHECKING:
+    from prunetune.measure import Measurement
 
 __all__ = ["format_table", "side_by_side"]
 

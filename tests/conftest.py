@@ -68,3 +68,21 @@ def third_party_scorer(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
     (info / "entry_points.txt").write_text("[prunetune]\nlastfirst = thirdparty_scorer\n")
     monkeypatch.syspath_prepend(str(root))
     return "last_first"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(_private_cache: None):  # type: ignore[no-untyped-def]
+    """The session's one Ray instance: a real two-node cluster on this machine (1 CPU each).
+
+    In-process searches reuse the connection; subprocess drivers connect to ``.address``.
+    """
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

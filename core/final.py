@@ -1,0 +1,127 @@
+"""The end of a search: the best feasible trial(s) distilled again, measured once on the test split.
+
+With one objective the best trial by validation accuracy is kept; with several, every point of
+the Pareto front (validation accuracy against MACs) is. The first is ``best_student.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from prunetune.checkpoint import rebuild_student, save_student
+from prunetune.leaderboard import Leaderboard, pareto_front
+from prunetune.measure import Measurement, measure
+from prunetune.plan import StudentPlan
+from prunetune.plot import pareto_png
+from prunetune.report import side_by_side
+from prunetune.search import SearchRun
+from prunetune.spaces import Candidate
+from prunetune.train import TrainRecipe, distill, evaluate
+from prunetune.trial import TrialInputs, build_teacher, candidate_distiller, make_candidate_student
+from prunetune.tuning import RowContext, ensure_ray, trial_row
+
+__all__ = ["choose_trials", "finish_run", "train_final"]
+
+
+def choose_trials(rows: list[dict[str, Any]], multi_objective: bool) -> list[dict[str, Any]]:
+    """The trials to finish: the best by validation accuracy, or the whole Pareto front."""
+    ok = [r for r in rows if r["kind"] == "trial" and r["status"] == "ok" and r["val_accuracy"] is not None]
+    if not ok:
+        return []
+    best = max(ok, key=lambda r: (r["val_accuracy"], -(r["macs"] or 0)))
+    if not multi_objective:
+        return [best]
+    front = pareto_front(ok, maximize="val_accuracy", minimize="macs")
+    return [best] + [r for r in front if r["trial_id"] != best["trial_id"]]
+
+
+def _candidate(row: Mapping[str, Any]) -> Candidate:
+    params = json.loads(row["params_json"] or "{}")
+    options = {k: params[k] for k in ("T", "alpha") if k in params}
+    return Candidate(StudentPlan.from_dict(json.loads(row["plan"])), row["scorer"], row["distiller"], options)
+
+
+def train_final(inputs: TrialInputs, candidate: Candidate, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Build and distil one student from the teacher; ``(cpu state_dict, description)``."""
+    from prunetune.host import Host
+
+    torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
+    device = torch.device("cuda" if inputs.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+    registry = Host.create().registry
+    teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
+    student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
+    distiller = candidate_distiller(registry, inputs, candidate)
+    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
+    logits = inputs.teacher_logits if distiller.uses_teacher else None
+    distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
+            val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False)
+    return {k: v.detach().cpu() for k, v in student.state_dict().items()}, meta
+
+
+def _train_remote(run: SearchRun, candidate: Candidate) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import ray
+
+    ensure_ray(run.spec.address)
+    task = ray.remote(train_final).options(num_cpus=run.spec.cpus_per_trial, num_gpus=run.spec.gpus_per_trial)
+    return ray.get(task.remote(run.inputs, candidate, run.spec.final_epochs))
+
+
+def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Finish the chosen trials, write them and their rows, the Pareto plot and the summary."""
+    rows = board.rows(run_id=run.run_id)
+    chosen = choose_trials(rows, len(run.spec.objectives) > 1)
+    registry = run.host.registry
+    data, shape = run.data, run.data.input_shape
+    device = torch.device("cpu")
+    teacher_acc, _ = evaluate(run.teacher, data.test_x, data.test_y, device)
+    teacher_m = measure(run.teacher, teacher_acc, shape)
+    finals = []
+    for i, row in enumerate(chosen):
+        state, meta = _train_remote(run, _candidate(row))
+        student = rebuild_student(registry, meta)
+        student.load_state_dict(state)
+        val_acc, _ = evaluate(student, data.val_x, data.val_y, device)
+        test_acc, _ = evaluate(student, data.test_x, data.test_y, device)
+        m = measure(student, test_acc, shape)
+        path = run.run_dir / ("best_student.pt" if i == 0 else f"student-{row['trial_id']}.pt")
+        meta.update(dataset=run.spec.dataset, dataset_options=dict(run.spec.dataset_options), seed=run.spec.seed,
+                    val_fraction=run.spec.val_fraction, metrics={"val_accuracy": val_acc, **m.to_dict()},
+                    teacher_metrics=teacher_m.to_dict(), source_trial=row["trial_id"])
+        save_student(path, student, meta)
+        metrics = {**m.to_dict(), "val_accuracy": val_acc, "test_accuracy": test_acc, "status": "ok",
+                   "epoch": run.spec.final_epochs, "plan": json.dumps(meta["plan"]), "scorer": meta["scorer"],
+                   "distiller": meta["distiller"], "macs_fraction": m.macs / run.teacher_macs,
+                   "params_json": row["params_json"], "teacher_test_accuracy": teacher_acc}
+        final_row = trial_row(ctx, f"final-{row['trial_id']}", metrics, None, kind="final")
+        board.write([final_row], key=f"{run.run_id}-final-{row['trial_id']}")
+        finals.append((row, m, path))
+    return _summarise(run, board, teacher_m, finals, echo)
+
+
+def _summarise(run: SearchRun, board: Leaderboard, teacher: Measurement,
+               finals: list[tuple[dict[str, Any], Measurement, Any]], echo: Callable[[str], None]) -> dict[str, Any]:
+    rows = board.rows(run_id=run.run_id)
+    plot = pareto_png([r for r in rows if r["kind"] == "trial"], run.run_dir / "pareto.png",
+                      chosen=[row["trial_id"] for row, _, _ in finals[:1]],
+                      teacher={"macs": run.teacher_macs, "val_accuracy": run.teacher_val_accuracy})
+    lines = [f"run {run.run_id}: {sum(r['kind'] == 'trial' for r in rows)} trials"]
+    if finals:
+        row, best, path = finals[0]
+        lines += [f"best student (trial {row['trial_id']}, validation {row['val_accuracy']:.2f}% in the search):",
+                  side_by_side(teacher, best)]
+    else:
+        lines.append("no trial finished within the budget: no student was kept")
+    summary = "\n".join(lines)
+    (run.run_dir / "summary.txt").write_text(summary + "\n")
+    echo(summary)
+    echo(f"outputs: {run.run_dir} (best_student.pt, pareto.png, summary.txt); leaderboard: {run.spec.leaderboard}")
+    result = {"run_id": run.run_id, "run_dir": str(run.run_dir), "pareto_png": str(plot),
+              "students": [str(path) for _, _, path in finals],
+              "best": finals[0][1].to_dict() if finals else None, "teacher": teacher.to_dict()}
+    run.host.run_finished(run.run_id, result)
+    return result

@@ -1,0 +1,557 @@
+"""The search leaderboard: a folder of Parquet files, one row per finished trial and final student.
+
+Every :meth:`Leaderboard.write` is one new file, written under a dot-name in the same folder,
+fsynced and renamed into place, so readers never see half a file, a crash leaves at most an
+ignored dot-file behind, and two searches writing at once never touch each other's files. A
+file is named after a caller's key (e.g. ``<run>-<trial>``): writing the same key again
+replaces it, so a resumed search that re-reports a trial cannot duplicate its row.
+
+Only pyarrow is imported here; the table view imports :mod:`prunetune.report` when used.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from prunetune.errors import UsageError
+
+__all__ = [
+    "COLUMNS",
+    "FORMATS",
+    "JSON_COLUMNS",
+    "KINDS",
+    "SCHEMA",
+    "STATUSES",
+    "TABLE_COLUMNS",
+    "Leaderboard",
+    "RunSummary",
+    "compare_runs",
+    "format_rows",
+    "pareto_front",
+    "require_run",
+    "summarize_run",
+]
+
+KINDS = ("trial", "final")
+STATUSES = ("ok", "error", "stopped", "infeasible")
+FORMATS = ("table", "csv", "json")
+
+_UTC = dt.timezone.utc
+
+# (name, type, nullable, meaning). Accuracies are percentages (0-100), as prunetune measures them.
+_FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("run_id", pa.string(), False, "the search run"),
+    ("trial_id", pa.string(), False, "the trial within the run (the final student: its own id)"),
+    ("kind", pa.string(), False, "'trial' (one searched candidate) or 'final' (the chosen student, retrained)"),
+    ("time", pa.timestamp("us", tz="UTC"), False, "when the row was made (default: when written)"),
+    ("model", pa.string(), True, "teacher model: zoo name or module:factory"),
+    ("dataset", pa.string(), True, "dataset plugin"),
+    ("search_space", pa.string(), True, "search-space plugin"),
+    ("strategy", pa.string(), True, "search strategy plugin"),
+    ("scorer", pa.string(), True, "scorer plugin"),
+    ("pruner", pa.string(), True, "pruner plugin"),
+    ("distiller", pa.string(), True, "distiller plugin"),
+    ("plan", pa.string(), True, "the full plan as JSON: {ratio, ratios, kernels, round_to}"),
+    ("ratios", pa.string(), True, "per-group ratios as JSON {layer: ratio} (default: the plan's)"),
+    ("kernels", pa.string(), True, "per-conv kernel sizes as JSON {layer: size} (default: the plan's)"),
+    ("val_accuracy", pa.float64(), True, "validation accuracy, %"),
+    ("test_accuracy", pa.float64(), True, "test accuracy, % (final students only, by design)"),
+    ("macs", pa.int64(), True, "multiply-accumulates of one forward pass of one image"),
+    ("params", pa.int64(), True, "parameter count"),
+    ("macs_fraction", pa.float64(), True, "student MACs / teacher MACs (default: macs / teacher_macs)"),
+    ("teacher_macs", pa.int64(), True, "the teacher's MACs"),
+    ("teacher_accuracy", pa.float64(), True, "the teacher's accuracy, % (on the split of the row's accuracy)"),
+    ("latency_b1_ms", pa.float64(), True, "CPU latency at batch 1, ms (median)"),
+    ("latency_b256_ms", pa.float64(), True, "CPU latency at batch 256, ms (median)"),
+    ("epochs", pa.int32(), True, "distillation epochs the student trained"),
+    ("status", pa.string(), False, "'ok', 'error', 'stopped' (ended early by the scheduler or the user) or 'infeasible' (over the MACs budget even after repair; never trained)"),
+    ("error", pa.string(), True, "the error text of a failed trial"),
+    ("plugin_versions", pa.string(), True, "JSON {distribution: version} of the plugins in use"),
+    ("seed", pa.int64(), True, "the run's seed"),
+    ("git_revision", pa.string(), True, "prunetune's git revision, when run from a checkout"),
+    ("hardware", pa.string(), True, "device description, e.g. 'cpu x2' or 'NVIDIA H100'"),
+    ("node", pa.string(), True, "the Ray node the trial ran on"),
+    ("wall_seconds", pa.float64(), True, "the trial's wall time, s"),
+    ("overhead_seconds", pa.float64(), True, "trial time outside training and evaluation, s"),
+    ("params_json", pa.string(), True, "the raw parameters the search suggested, as JSON"),
+)
+
+SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=nullable, metadata={"doc": doc}) for name, typ, nullable, doc in _FIELDS]
+)
+"""Every leaderboard column; each field's ``doc`` metadata says what it holds."""
+
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+JSON_COLUMNS = ("plan", "ratios", "kernels", "plugin_versions", "params_json")
+TABLE_COLUMNS = (
+    "run_id", "trial_id", "kind", "status", "val_accuracy", "test_accuracy", "macs_fraction",
+    "macs", "params", "latency_b256_ms", "scorer", "distiller", "search_space",
+)
+_REQUIRED = tuple(name for name, _, nullable, _ in _FIELDS if not nullable and name != "time")
+_INT_COLUMNS = {f.name for f in SCHEMA if pa.types.is_integer(f.type)}
+_FLOAT_COLUMNS = {f.name for f in SCHEMA if pa.types.is_floating(f.type)}
+_STRING_COLUMNS = {f.name for f in SCHEMA if pa.types.is_string(f.type)} - set(JSON_COLUMNS)
+_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]")
+
+
+# ----------------------------------------------------------------------------- rows in
+
+
+def _to_time(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        # A naive time is taken as UTC, not local time, so machines in other zones agree.
+        return value if value.tzinfo else value.replace(tzinfo=_UTC)
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, _UTC)
+    raise ValueError(f"leaderboard time {value!r} is neither a datetime nor epoch seconds")
+
+
+def _to_json(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        try:  # a malformed string would otherwise only surface when someone reads it back
+            json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"leaderboard column {name!r} holds invalid JSON: {exc}") from exc
+        return value
+    try:
+        return json.dumps(value, sort_keys=True)
+    except TypeError as exc:
+        raise ValueError(f"leaderboard column {name!r}: {exc}") from exc
+
+
+def _normalize_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "time":
+        return _to_time(value)
+    if name in JSON_COLUMNS:
+        return _to_json(name, value)
+    if name in _STRING_COLUMNS and not isinstance(value, str):
+        raise ValueError(f"leaderboard column {name!r} takes text, got {value!r}")
+    if name in _FLOAT_COLUMNS:
+        value = float(value)
+        return None if math.isnan(value) else value
+    if name in _INT_COLUMNS and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"leaderboard column {name!r} takes an integer, got {value!r}")
+        return int(value)
+    return value
+
+
+def _derive(row: dict[str, Any]) -> None:
+    """Fill the columns that follow from others when the caller left them out."""
+    plan = row.get("plan")
+    if isinstance(plan, str):
+        plan = json.loads(_to_json("plan", plan))
+    if isinstance(plan, Mapping):
+        for name in ("ratios", "kernels"):
+            if row.get(name) is None and name in plan:
+                row[name] = plan[name]
+    if row.get("macs_fraction") is None and row.get("macs") is not None and row.get("teacher_macs"):
+        row["macs_fraction"] = row["macs"] / row["teacher_macs"]
+    if row.get("time") is None:
+        row["time"] = dt.datetime.now(_UTC)
+
+
+def _normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown leaderboard column(s) {', '.join(unknown)}")
+    missing = [name for name in _REQUIRED if row.get(name) is None]
+    if missing:
+        raise ValueError(f"leaderboard row lacks {', '.join(missing)}")
+    if row["kind"] not in KINDS:
+        raise ValueError(f"leaderboard kind {row['kind']!r} is not one of {', '.join(KINDS)}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"leaderboard status {row['status']!r} is not one of {', '.join(STATUSES)}")
+    full = dict(row)
+    _derive(full)
+    return {name: _normalize_value(name, full.get(name)) for name in COLUMNS}
+
+
+def _file_name(key: str) -> str:
+    if not key:
+        raise ValueError("a leaderboard key must not be empty")
+    safe = "".join(c if _SAFE_KEY.fullmatch(c) else "_" for c in key)
+    # Keys that needed changing (or would be hidden, or are too long for a file name) get a
+    # hash of the original, so two different keys never share a file.
+    if safe != key or safe.startswith((".", "_")) or len(safe) > 150:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        safe = f"k{safe[:150]}-{digest}"
+    return f"{safe}.parquet"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+class Leaderboard:
+    """A leaderboard folder: every ``*.parquet`` file in it is a batch of rows of :data:`SCHEMA`.
+
+    Args:
+        folder: The folder; created on the first write.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"Leaderboard({str(self.folder)!r})"
+
+    def path_for(self, key: str) -> Path:
+        """The file that :meth:`write` uses for ``key``."""
+        return self.folder / _file_name(key)
+
+    def has(self, key: str) -> bool:
+        """Whether rows were written under ``key``."""
+        return self.path_for(key).is_file()
+
+    def write(self, rows: Sequence[Mapping[str, Any]], key: str) -> Path:
+        """Write ``rows`` as one file named after ``key``, atomically; the same key replaces it.
+
+        Missing columns are null; ``time`` defaults to now, ``ratios``/``kernels`` to the plan's
+        and ``macs_fraction`` to ``macs / teacher_macs``. Mappings in JSON columns are encoded.
+
+        Args:
+            rows: Leaderboard rows, by column name.
+            key: What the rows are, e.g. ``f"{run_id}-{trial_id}"``; any text (unsafe
+                characters are replaced and the key hashed into the file name).
+
+        Returns:
+            The file written.
+
+        Raises:
+            ValueError: No rows, an unknown column, a missing ``run_id``, ``trial_id``,
+                ``kind`` or ``status``, an invalid kind or status, or a value of the wrong type.
+        """
+        if not rows:
+            raise ValueError("no leaderboard rows to write")
+        table = pa.Table.from_pylist([_normalize_row(r) for r in rows], schema=SCHEMA)
+        target = self.path_for(key)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.folder)
+        return target
+
+    def _files(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        # Dot-files are writes in progress (or left by a crash); they are never read.
+        return sorted(str(p) for p in self.folder.glob("*.parquet") if not p.name.startswith(".") and p.is_file())
+
+    def _table(self, columns: Sequence[str] | None, filters: Mapping[str, str | None]) -> pa.Table:
+        files = self._files()
+        if not files:
+            return SCHEMA.empty_table()
+        # An explicit schema lets files written before a column was added read with nulls.
+        dataset = ds.dataset(files, schema=SCHEMA, format="parquet")
+        expr = None
+        for name, value in filters.items():
+            if value is not None:
+                term = ds.field(name) == value
+                expr = term if expr is None else expr & term
+        return dataset.to_table(columns=list(columns) if columns else None, filter=expr)
+
+    def rows(
+        self,
+        model: str | None = None,
+        dataset: str | None = None,
+        run_id: str | None = None,
+        kind: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rows matching every filter given, oldest first; [] for an empty or missing folder.
+
+        JSON columns stay JSON strings; ``time`` is a UTC-aware datetime.
+        """
+        filters = {"model": model, "dataset": dataset, "run_id": run_id, "kind": kind}
+        rows = self._table(None, filters).to_pylist()
+        return sorted(rows, key=lambda r: (r["time"], r["run_id"], r["kind"], r["trial_id"]))
+
+    def runs(self) -> list[str]:
+        """Run ids, in the order the runs started."""
+        first: dict[str, dt.datetime] = {}
+        for row in self._table(("run_id", "time"), {}).to_pylist():
+            if row["run_id"] not in first or row["time"] < first[row["run_id"]]:
+                first[row["run_id"]] = row["time"]
+        return sorted(first, key=lambda run: (first[run], run))
+
+
+def require_run(board: Leaderboard, run_id: str) -> list[dict[str, Any]]:
+    """The rows of ``run_id``.
+
+    Raises:
+        UsageError: The leaderboard has no such run (the message lists the runs it has).
+    """
+    rows = board.rows(run_id=run_id)
+    if not rows:
+        runs = ", ".join(board.runs()) or "none"
+        raise UsageError(f"no run {run_id} in leaderboard {board.folder} (runs: {runs})")
+    return rows
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _number(row: Mapping[str, Any], name: str) -> float | None:
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def pareto_front(
+    rows: Iterable[Mapping[str, Any]], maximize: str = "val_accuracy", minimize: str = "macs"
+) -> list[dict[str, Any]]:
+    """The rows no other row beats on both ``maximize`` and ``minimize``.
+
+    A row is dominated when another is at least as good on both and better on one; rows equal
+    on both are all kept. Rows with a null in either column are skipped; filter statuses and
+    kinds before calling.
+
+    Returns:
+        The front, by ``minimize`` ascending.
+    """
+    points = []
+    for row in rows:
+        hi, lo = _number(row, maximize), _number(row, minimize)
+        if hi is not None and lo is not None:
+            points.append((lo, hi, dict(row)))
+    # Cheapest first, best first among equals: a row is on the front iff it beats every cheaper one.
+    points.sort(key=lambda p: (p[0], -p[1]))
+    front: list[dict[str, Any]] = []
+    best_hi, best_lo = -math.inf, math.nan
+    for lo, hi, row in points:
+        if hi > best_hi:
+            front.append(row)
+            best_hi, best_lo = hi, lo
+        elif hi == best_hi and lo == best_lo:
+            front.append(row)
+    return front
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """The headline numbers of one run.
+
+    Attributes:
+        run_id: The run.
+        model: The run's teacher model (None when its rows disagree or lack one).
+        dataset: The run's dataset (likewise).
+        trials: Trial rows by status (ok, error, stopped, infeasible).
+        best_val_accuracy: The best validation accuracy of an ok trial, %.
+        best_trial_id: The trial that reached it.
+        final_test_accuracy: The final student's test accuracy, % (the latest final row).
+        final_macs_fraction: The final student's MACs / the teacher's.
+        final_latency_b1_ms: The final student's latency at batch 1.
+        final_latency_b256_ms: The final student's latency at batch 256.
+        front_size: Ok trials on the accuracy-MACs Pareto front.
+    """
+
+    run_id: str
+    model: str | None
+    dataset: str | None
+    trials: Mapping[str, int]
+    best_val_accuracy: float | None
+    best_trial_id: str | None
+    final_test_accuracy: float | None
+    final_macs_fraction: float | None
+    final_latency_b1_ms: float | None
+    final_latency_b256_ms: float | None
+    front_size: int
+
+
+def _only(rows: Sequence[Mapping[str, Any]], name: str) -> str | None:
+    values = {r.get(name) for r in rows}
+    return values.pop() if len(values) == 1 else None
+
+
+def summarize_run(rows: Sequence[Mapping[str, Any]]) -> RunSummary:
+    """The :class:`RunSummary` of one run's rows.
+
+    Raises:
+        ValueError: ``rows`` is empty or holds more than one run.
+    """
+    run_ids = {r["run_id"] for r in rows}
+    if len(run_ids) != 1:
+        raise ValueError(f"summarize_run takes the rows of one run, got runs {sorted(run_ids)}")
+    trials = [r for r in rows if r["kind"] == "trial"]
+    ok = [r for r in trials if r["status"] == "ok" and _number(r, "val_accuracy") is not None]
+    best = max(ok, key=lambda r: r["val_accuracy"], default=None)
+    finals = sorted((r for r in rows if r["kind"] == "final" and r["status"] == "ok"), key=lambda r: r["time"])
+    final = finals[-1] if finals else {}
+    return RunSummary(
+        run_id=run_ids.pop(),
+        model=_only(rows, "model"),
+        dataset=_only(rows, "dataset"),
+        trials={s: sum(r["status"] == s for r in trials) for s in STATUSES},
+        best_val_accuracy=best["val_accuracy"] if best else None,
+        best_trial_id=best["trial_id"] if best else None,
+        final_test_accuracy=_number(final, "test_accuracy"),
+        final_macs_fraction=_number(final, "macs_fraction"),
+        final_latency_b1_ms=_number(final, "latency_b1_ms"),
+        final_latency_b256_ms=_number(final, "latency_b256_ms"),
+        front_size=len(pareto_front(ok)),
+    )
+
+
+def _diff(a: float | None, b: float | None, fmt: str) -> str:
+    return "-" if a is None or b is None else format(b - a, fmt)
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def compare_runs(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]]) -> str:
+    """Two runs side by side: trials, best validation accuracy, the final student, the front.
+
+    The last column is run B minus run A. Check that both runs exist first (:func:`require_run`).
+    """
+    a, b = summarize_run(rows_a), summarize_run(rows_b)
+
+    def pct(s: RunSummary) -> float | None:
+        return None if s.final_macs_fraction is None else 100 * s.final_macs_fraction
+
+    def best(s: RunSummary) -> str:
+        return "-" if s.best_val_accuracy is None else f"{s.best_val_accuracy:.2f} ({s.best_trial_id})"
+
+    table = [
+        ("model / dataset", f"{a.model or '-'} / {a.dataset or '-'}", f"{b.model or '-'} / {b.dataset or '-'}", ""),
+        ("trials ok / error / stopped / infeasible", " / ".join(str(a.trials[s]) for s in STATUSES),
+         " / ".join(str(b.trials[s]) for s in STATUSES), _diff(a.trials["ok"], b.trials["ok"], "+d") + " ok"),
+        ("best val accuracy (%)", best(a), best(b),
+         _diff(a.best_val_accuracy, b.best_val_accuracy, "+.2f") + " pts"),
+        ("final test accuracy (%)", _opt(a.final_test_accuracy, ".2f"), _opt(b.final_test_accuracy, ".2f"),
+         _diff(a.final_test_accuracy, b.final_test_accuracy, "+.2f") + " pts"),
+        ("final MACs (% of teacher)", _opt(pct(a), ".1f"), _opt(pct(b), ".1f"), _diff(pct(a), pct(b), "+.1f") + " pts"),
+        ("final latency b1 (ms)", _opt(a.final_latency_b1_ms, ".2f"), _opt(b.final_latency_b1_ms, ".2f"),
+         _diff(a.final_latency_b1_ms, b.final_latency_b1_ms, "+.2f")),
+        ("final latency b256 (ms)", _opt(a.final_latency_b256_ms, ".1f"), _opt(b.final_latency_b256_ms, ".1f"),
+         _diff(a.final_latency_b256_ms, b.final_latency_b256_ms, "+.1f")),
+        ("Pareto front size", str(a.front_size), str(b.front_size), _diff(a.front_size, b.front_size, "+d")),
+    ]
+    from prunetune.report import format_table
+
+    return format_table(("", a.run_id, b.run_id, "B - A"), table)
+
+
+# ----------------------------------------------------------------------------- rows out
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _cell(name: str, value: Any) -> str:
+    """A value as the terminal table shows it."""
+    if value is None:
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    if name in ("macs", "params", "teacher_macs"):
+        return _si(value)
+    if name == "macs_fraction":
+        return f"{100 * value:.1f}%"
+    if name.endswith("_accuracy") or name.endswith("_ms"):
+        return f"{value:.2f}"
+    if name.endswith("_seconds"):
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _check_columns(columns: Sequence[str]) -> None:
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise UsageError(f"unknown leaderboard column(s) {', '.join(unknown)} (valid: {', '.join(COLUMNS)})")
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if name in JSON_COLUMNS and isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def format_rows(
+    rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None
+) -> str:
+    """Rows as a terminal table, CSV or JSON.
+
+    Args:
+        rows: Leaderboard rows (as :meth:`Leaderboard.rows` returns them).
+        fmt: ``table`` (rounded, :data:`TABLE_COLUMNS` by default), ``csv`` or ``json``
+            (every column by default; JSON columns are nested objects in ``json``; times are
+            ISO 8601; nulls are empty in CSV and null in JSON).
+        columns: The columns to show, in order.
+
+    Raises:
+        UsageError: An unknown format or column.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
+    if columns is not None:
+        _check_columns(columns)
+    if fmt == "table":
+        from prunetune.report import format_table
+
+        cols = tuple(columns or TABLE_COLUMNS)
+        return format_table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
+    cols = tuple(columns or COLUMNS)
+    if fmt == "json":
+        return json.dumps([{c: _json_value(c, r.get(c)) for c in cols} for r in rows], indent=2)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(cols)
+    writer.writerows([_csv_value(r.get(c)) for c in cols] for r in rows)
+    return out.getvalue()

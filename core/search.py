@@ -1,0 +1,258 @@
+"""The search: Ray Tune + a strategy's searcher over a search space, keeping the best student.
+
+Flow: resolve and check everything the user named -> data and teacher (once, on the driver)
+-> shared inputs into Ray's object store -> ``Tuner`` with the strategy's searcher (the uniform
+plan meeting the budget evaluated first) -> a leaderboard row per finished trial -> the best
+feasible trial (or each Pareto point) distilled again and measured once on the test split ->
+``best_student.pt``, ``pareto.png`` and ``summary.txt`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunetune.budget import repair
+from prunetune.compress import build_teacher_model, check_plan
+from prunetune.data import DataSplits
+from prunetune.devices import select_device
+from prunetune.errors import UsageError
+from prunetune.host import Host
+from prunetune.leaderboard import Leaderboard
+from prunetune.measure import count_macs_params
+from prunetune.models import resolve_model
+from prunetune.plan import StudentPlan
+from prunetune.spaces import ModelStructure
+from prunetune.teacher import obtain_teacher
+from prunetune.train import TrainRecipe, evaluate, teacher_logits_for
+from prunetune.trial import ComponentChoice, TrialInputs, run_trial
+
+__all__ = ["OBJECTIVES", "SearchSpec", "SearchRun", "prepare_search", "run_search"]
+
+#: Objective name -> (reported metric, mode).
+OBJECTIVES = {
+    "accuracy": ("val_accuracy", "max"),
+    "macs": ("macs", "min"),
+    "params": ("params", "min"),
+    "latency": ("latency_b256_ms", "min"),
+}
+SPEC_FILE = "search.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+    """Everything ``prunetune search`` takes. Serialised to ``search.json`` for ``--resume``."""
+
+    model: str = "resnet"
+    dataset: str = "fashion_mnist_demo"
+    space: str = "per_layer"
+    strategy: str = "optuna"
+    scorer: str = "l1"
+    pruner: str = "channel"
+    distiller: str = "hinton"
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    space_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    strategy_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    max_macs: float | None = None
+    max_ratio: float = 0.9
+    round_to: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    num_samples: int = 12
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str = "fifo"
+    address: str | None = None
+    storage: str | None = None
+    epochs: int = 2
+    final_epochs: int = 5
+    teacher_epochs: int = 15
+    teacher_lr: float = 0.1
+    teacher_checkpoint: str | None = None
+    batch_size: int = 64
+    lr: float = 0.02
+    seed: int = 0
+    val_fraction: float = 0.1
+    run_root: str = "runs"
+    name: str | None = None
+    leaderboard: str = "leaderboard"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_macs is None or 0.0 < self.max_macs <= 1.0, f"--max-macs must be in (0, 1], got {self.max_macs}"),
+            (0.0 < self.max_ratio < 1.0, f"--max-ratio must be in (0, 1), got {self.max_ratio}"),
+            (self.num_samples >= 1, f"--num-samples must be at least 1, got {self.num_samples}"),
+            (self.max_concurrent is None or self.max_concurrent >= 1, f"--max-concurrent must be at least 1, got {self.max_concurrent}"),
+            (self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, got {self.cpus_per_trial}"),
+            (self.gpus_per_trial >= 0, f"--gpus-per-trial must be 0 or more, got {self.gpus_per_trial}"),
+            (self.scheduler in ("fifo", "asha"), f"--scheduler must be fifo or asha, got {self.scheduler!r}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.final_epochs >= 0 and self.teacher_epochs >= 0, "--final-epochs and --teacher-epochs must be 0 or more"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0 and self.teacher_lr > 0, "--lr and --teacher-lr must be positive"),
+            (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (len(self.objectives) >= 1 and self.objectives[0] == "accuracy",
+             f"--objectives must start with accuracy, got {','.join(self.objectives)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown:
+            raise UsageError(f"unknown objective {', '.join(unknown)} (valid: {', '.join(OBJECTIVES)})")
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["objectives"] = list(self.objectives)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpec:
+        data = json.loads(text)
+        data["objectives"] = tuple(data["objectives"])
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class SearchRun:
+    """A prepared search: everything resolved, the teacher ready, nothing searched yet."""
+
+    spec: SearchSpec
+    run_id: str
+    run_dir: Path
+    host: Host
+    data: DataSplits
+    teacher: torch.nn.Module
+    teacher_source: str
+    teacher_macs: int
+    teacher_val_accuracy: float
+    structure: ModelStructure
+    inputs: TrialInputs
+    baseline: dict[str, Any] | None
+    versions: dict[str, str]
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def hardware() -> str:
+    """A one-line description of this machine."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}"
+
+
+def _run_id(spec: SearchSpec) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return spec.name or f"{spec.model.replace(':', '-').replace('.', '-')}-{spec.dataset}-{stamp}"
+
+
+def _check_components(host: Host, spec: SearchSpec) -> dict[str, str]:
+    registry = host.registry
+    versions = {}
+    for kind, name, options in [
+        ("scorer", spec.scorer, spec.scorer_options), ("pruner", spec.pruner, spec.pruner_options),
+        ("distiller", spec.distiller, spec.distiller_options), ("search_space", spec.space, spec.space_options),
+        ("strategy", spec.strategy, spec.strategy_options), ("dataset", spec.dataset, spec.dataset_options),
+    ]:
+        registry.create(kind, name, options)
+        component = registry.get(kind, name)
+        versions[f"{kind}.{name}"] = f"{component.distribution} {component.version}"
+    return versions
+
+
+def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | None = None,
+                   echo: Callable[[str], None] = print) -> SearchRun:
+    """Resolve and check everything, then load data and the teacher (trained once if needed).
+
+    Raises:
+        UsageError: any bad input, before anything is trained or written.
+    """
+    host = host or Host.create()
+    registry = host.registry
+    versions = _check_components(host, spec)
+    factory = resolve_model(registry, spec.model, spec.model_options)
+    if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
+        raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
+    run_id = run_id or _run_id(spec)
+    run_dir = Path(spec.run_root) / run_id
+    if not Path(spec.run_root).resolve().parent.is_dir():
+        raise UsageError(f"folder {str(Path(spec.run_root).resolve().parent)!r} for the runs does not exist")
+
+    data = registry.create("dataset", spec.dataset, spec.dataset_options).load(spec.seed, spec.val_fraction)
+    check_plan(build_teacher_model(factory, data, spec.model), StudentPlan(), data.train_x[:1])
+    device = select_device("auto")
+    c, h, _ = data.input_shape
+    meta = {"model": spec.model, "model_options": dict(spec.model_options),
+            "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    recipe = TrainRecipe(epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed)
+    teacher, source = obtain_teacher(lambda: factory.build(c, data.num_classes, h), meta, data, recipe, device,
+                                     checkpoint=spec.teacher_checkpoint, progress=spec.progress)
+    echo(f"teacher: {source}")
+    example = data.train_x[:1].to(device)
+    structure = ModelStructure.of(teacher, example)
+    teacher_macs, _ = count_macs_params(teacher, data.input_shape)
+    teacher_val, _ = evaluate(teacher, data.val_x, data.val_y, device)
+    distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
+    logits = teacher_logits_for(teacher, data.train_x, device) if distiller.uses_teacher else None
+    budget = int(spec.max_macs * teacher_macs) if spec.max_macs is not None else None
+
+    space = registry.create("search_space", spec.space, spec.space_options)
+    uniform = _uniform_ratio(teacher, budget, example.cpu(), spec)
+    baseline = space.baseline(structure, uniform)
+    inputs = TrialInputs(
+        model_meta=meta, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+        train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,
+        teacher_logits=logits,
+        components=ComponentChoice(spec.scorer, spec.pruner, spec.distiller, dict(spec.scorer_options),
+                                   dict(spec.pruner_options), dict(spec.distiller_options)),
+        epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, round_to=spec.round_to,
+        teacher_macs=teacher_macs, budget_macs=budget, max_ratio=spec.max_ratio,
+        cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial,
+    )
+    return SearchRun(spec, run_id, run_dir, host, data, teacher.cpu(), source, teacher_macs, teacher_val,
+                     structure, inputs, baseline, versions)
+
+
+def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.Tensor, spec: SearchSpec) -> float:
+    """The single ratio of the standard recipe: the smallest meeting the budget (0.5 without one)."""
+    if budget is None:
+        return 0.5
+    fix = repair(teacher.cpu(), StudentPlan(ratio=0.0, round_to=spec.round_to), budget, example, spec.max_ratio)
+    return max(fix.plan.ratios.values(), default=fix.plan.ratio)
+
+
+def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = None,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a search; return the summary of its best student(s)."""
+    from prunetune.final import finish_run
+    from prunetune.tuning import RowContext, fit_trials  # Ray and Optuna load only here
+
+    run_id = Path(resume).name if resume else None
+    prepared = prepare_search(spec, host, run_id, echo)
+    prepared.run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (prepared.run_dir / SPEC_FILE).write_text(spec.to_json())
+    board = Leaderboard(spec.leaderboard)
+    ctx = RowContext.of(prepared, _git_revision(), hardware())
+    fit_trials(prepared, board, ctx, resume=resume is not None)
+    return finish_run(prepared, board, ctx, echo)

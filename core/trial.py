@@ -1,0 +1,183 @@
+"""One search trial: plan -> budget check -> student -> distillation, reported every epoch.
+
+Runs inside a Ray Tune worker. Everything it needs arrives once through Ray's object store as a
+:class:`TrialInputs` (data tensors, the teacher's weights and its cached logits); the trial
+rebuilds components from the plugin registry of its own process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunetune.budget import repair
+from prunetune.checkpoint import save_student
+from prunetune.host import Host
+from prunetune.measure import count_macs_params, cpu_latency_ms
+from prunetune.models import resolve_model
+from prunetune.registry import Registry
+from prunetune.spaces import Candidate
+from prunetune.surgery import build_student
+from prunetune.train import TrainRecipe, distill
+
+__all__ = ["ComponentChoice", "TrialInputs", "build_teacher", "make_candidate_student", "run_trial"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentChoice:
+    """The run's default scorer, pruner and distiller (a space may override scorer/distiller)."""
+
+    scorer: str
+    pruner: str
+    distiller: str
+    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrialInputs:
+    """What every trial shares, put into Ray's object store once per search."""
+
+    model_meta: dict[str, Any]  # model, model_options, input_shape, num_classes
+    teacher_state: dict[str, torch.Tensor]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    teacher_logits: torch.Tensor | None
+    components: ComponentChoice
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    round_to: int | None
+    teacher_macs: int
+    budget_macs: int | None
+    max_ratio: float
+    cpus_per_trial: float
+    gpus_per_trial: float
+    calibration_batches: int = 4
+
+
+def build_teacher(registry: Registry, meta: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The teacher from its description and weights, in eval mode."""
+    c, h, _ = meta["input_shape"]
+    model = resolve_model(registry, meta["model"], meta.get("model_options", {})).build(c, int(meta["num_classes"]), h)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def make_candidate_student(
+    registry: Registry, inputs: TrialInputs, teacher: nn.Module, candidate: Candidate, device: torch.device
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Build the candidate's student: ``(student on device, prune record, meta for its file)``."""
+    comp = inputs.components
+    scorer_name = candidate.scorer or comp.scorer
+    scorer = registry.create("scorer", scorer_name, comp.scorer_options if scorer_name == comp.scorer else {})
+    pruner = registry.create("pruner", comp.pruner, comp.pruner_options)
+    calibration = [
+        (inputs.train_x[i : i + 64].to(device), inputs.train_y[i : i + 64].to(device))
+        for i in range(0, min(len(inputs.train_x), 64 * inputs.calibration_batches), 64)
+    ]
+    student, record = build_student(
+        teacher.to(device), candidate.plan, pruner, scorer, inputs.train_x[:1].to(device),
+        calibration, seed=inputs.seed,
+    )
+    meta = {
+        **inputs.model_meta,
+        "plan": candidate.plan.to_dict(),
+        "scorer": scorer_name,
+        "pruner": comp.pruner,
+        "pruner_options": dict(comp.pruner_options),
+        "distiller": candidate.distiller or comp.distiller,
+        "record": record.to_dict(),
+    }
+    return student.to(device), record, meta
+
+
+def candidate_distiller(registry: Registry, inputs: TrialInputs, candidate: Candidate) -> Any:
+    """The candidate's distiller: the run's, or the one its space chose, with its options."""
+    comp = inputs.components
+    name = candidate.distiller or comp.distiller
+    options = dict(comp.distiller_options) if name == comp.distiller else {}
+    component = registry.get("distiller", name)
+    # A searched T or alpha applies only to distillers that have such an option.
+    fields = {f.name for f in dataclasses.fields(component.config_cls)}
+    options.update({k: v for k, v in candidate.distiller_options.items() if k in fields})
+    return component.create(options)
+
+
+def _device(inputs: TrialInputs) -> torch.device:
+    if inputs.gpus_per_trial > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray there is no node
+        return None
+
+
+def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
+    """The Ray Tune trainable: report metrics (and a checkpoint) after every epoch."""
+    from ray import tune
+
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
+    device = _device(inputs)
+    registry = Host.create().registry
+    params = {k: v for k, v in config.items()}
+    candidate = Candidate.from_params(params, inputs.round_to)
+    teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
+    shape = tuple(inputs.model_meta["input_shape"])
+    base = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True, "repaired": False}
+
+    if inputs.budget_macs is not None:
+        fix = repair(teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
+        candidate = dataclasses.replace(candidate, plan=fix.plan)
+        base.update(feasible=fix.feasible, repaired=fix.repaired)
+        if not fix.feasible:
+            # Never trained: reported once so the searcher learns the region is out of budget.
+            tune.report({**base, "epoch": 0, "val_accuracy": 0.0, "macs": fix.macs,
+                         "macs_fraction": fix.macs / inputs.teacher_macs, "plan": json.dumps(fix.plan.to_dict()),
+                         "trial_seconds": time.perf_counter() - started, "overhead_seconds": time.perf_counter() - started})
+            return
+
+    student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
+    distiller = candidate_distiller(registry, inputs, candidate)
+    macs, n_params = count_macs_params(student, shape)
+    measure_start = time.perf_counter()
+    latency = {"latency_b1_ms": cpu_latency_ms(student, shape, 1, 10), "latency_b256_ms": cpu_latency_ms(student, shape, 256, 3)}
+    measured = time.perf_counter() - measure_start
+    fixed = {**base, **latency, "macs": macs, "params": n_params, "macs_fraction": macs / inputs.teacher_macs,
+             "plan": json.dumps(candidate.plan.to_dict(), sort_keys=True), "scorer": meta["scorer"],
+             "distiller": meta["distiller"]}
+    work = {"seconds": measured}
+
+    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+        work["seconds"] += metrics["seconds"]
+        with tempfile.TemporaryDirectory() as folder:
+            save_student(Path(folder) / "student.pt", student, meta)
+            total = time.perf_counter() - started
+            report = {**fixed, "epoch": epoch, "val_accuracy": metrics["val_accuracy"],
+                      "val_loss": metrics["val_loss"], "train_loss": metrics["train_loss"],
+                      "trial_seconds": total, "overhead_seconds": total - work["seconds"]}
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    recipe = TrainRecipe(epochs=inputs.epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
+    logits = inputs.teacher_logits if distiller.uses_teacher else None
+    distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
+            val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)

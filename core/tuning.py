@@ -1,0 +1,204 @@
+"""Ray Tune for a prepared search: Ray start-up, the Tuner, resume, leaderboard rows per trial.
+
+Imported only when a search runs, so Ray loads only then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from prunetune.host import Host
+from prunetune.leaderboard import Leaderboard
+from prunetune.search import OBJECTIVES, SearchRun, SearchSpec
+from prunetune.spaces import DefineByRun
+from prunetune.trial import run_trial
+
+__all__ = ["LeaderboardWriter", "RowContext", "ensure_ray", "experiment_path", "fit_trials", "trial_row", "trial_status"]
+
+
+def ensure_ray(address: str | None) -> None:
+    """Connect to the cluster at ``address``, or start an embedded local Ray (once per process)."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def trial_status(metrics: Mapping[str, Any], epochs: int, error: str | None) -> str:
+    """``ok``, ``stopped`` (early, by the scheduler), ``infeasible`` (over budget) or ``error``."""
+    if error:
+        return "error"
+    if metrics.get("feasible") is False:
+        return "infeasible"
+    if int(metrics.get("epoch") or 0) < epochs:
+        return "stopped"
+    return "ok"
+
+
+@dataclasses.dataclass(frozen=True)
+class RowContext:
+    """What every leaderboard row of a run shares (small: it is pickled with the Tune experiment)."""
+
+    run_id: str
+    spec: SearchSpec
+    teacher_macs: int
+    teacher_val_accuracy: float
+    versions: Mapping[str, str]
+    git_revision: str | None
+    hardware: str
+
+    @classmethod
+    def of(cls, run: SearchRun, git_revision: str | None, hardware: str) -> RowContext:
+        return cls(run.run_id, run.spec, run.teacher_macs, run.teacher_val_accuracy, dict(run.versions),
+                   git_revision, hardware)
+
+
+def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error: str | None,
+              kind: str = "trial") -> dict[str, Any]:
+    """The leaderboard row of one trial (or final student)."""
+    spec = ctx.spec
+    plan = json.loads(metrics["plan"]) if metrics.get("plan") else None
+    return {
+        "run_id": ctx.run_id,
+        "trial_id": trial_id,
+        "kind": kind,
+        "time": dt.datetime.now(dt.timezone.utc),
+        "model": spec.model,
+        "dataset": spec.dataset,
+        "search_space": spec.space,
+        "strategy": spec.strategy,
+        "scorer": metrics.get("scorer", spec.scorer),
+        "pruner": spec.pruner,
+        "distiller": metrics.get("distiller", spec.distiller),
+        "plan": json.dumps(plan, sort_keys=True) if plan else None,
+        "ratios": json.dumps(plan["ratios"], sort_keys=True) if plan else None,
+        "kernels": json.dumps(plan["kernels"], sort_keys=True) if plan else None,
+        "val_accuracy": metrics.get("val_accuracy"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "macs": metrics.get("macs"),
+        "params": metrics.get("params"),
+        "macs_fraction": metrics.get("macs_fraction"),
+        "teacher_macs": ctx.teacher_macs,
+        "teacher_accuracy": ctx.teacher_val_accuracy if kind == "trial" else metrics.get("teacher_test_accuracy"),
+        "latency_b1_ms": metrics.get("latency_b1_ms"),
+        "latency_b256_ms": metrics.get("latency_b256_ms"),
+        "epochs": int(metrics.get("epoch") or 0),
+        "status": metrics.get("status") or trial_status(metrics, spec.epochs, error),
+        "error": error,
+        "plugin_versions": json.dumps(dict(ctx.versions), sort_keys=True),
+        "seed": spec.seed,
+        "git_revision": ctx.git_revision,
+        "hardware": ctx.hardware,
+        "node": metrics.get("node"),
+        "wall_seconds": metrics.get("trial_seconds"),
+        "overhead_seconds": metrics.get("overhead_seconds"),
+        "params_json": metrics.get("params_json"),
+    }
+
+
+def experiment_path(run: SearchRun) -> tuple[str, str]:
+    """``(storage_path, experiment name)`` of the run's Tune experiment."""
+    if run.spec.storage:
+        return run.spec.storage, run.run_id
+    return str(run.run_dir.resolve()), "tune"
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:2000] if lines else "trial failed"
+
+
+class LeaderboardWriter(tune.Callback):
+    """Writes each trial's row as soon as it ends, on the driver; rows are keyed by trial, so
+    writing one twice (after a resume) replaces it instead of adding a duplicate."""
+
+    def __init__(self, ctx: RowContext, board: Leaderboard) -> None:
+        self.ctx = ctx
+        self.board = board
+        self._host: Host | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The plugin manager holds modules; a restored writer makes a fresh one.
+        return {"ctx": self.ctx, "board": self.board, "_host": None}
+
+    def key(self, trial_id: str) -> str:
+        return f"{self.ctx.run_id}-{trial_id}"
+
+    def write(self, trial_id: str, metrics: Mapping[str, Any], error: str | None) -> None:
+        row = trial_row(self.ctx, trial_id, metrics, error)
+        self.board.write([row], key=self.key(trial_id))
+        if self._host is None:
+            self._host = Host.create()
+        self._host.trial_result(self.ctx.run_id, trial_id, row)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.write(trial.trial_id, trial.last_result or {}, None)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.write(trial.trial_id, trial.last_result or {}, _error_text(trial))
+
+
+def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tuner:
+    spec = run.spec
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, inputs=run.inputs),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    storage, name = experiment_path(run)
+    if resume:
+        path = f"{storage.rstrip('/')}/{name}"
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    registry = run.host.registry
+    space = registry.create("search_space", spec.space, spec.space_options)
+    strategy = registry.create("strategy", spec.strategy, spec.strategy_options)
+    metrics = [OBJECTIVES[o][0] for o in spec.objectives]
+    modes = [OBJECTIVES[o][1] for o in spec.objectives]
+    points = [run.baseline] if run.baseline else []
+    searcher = strategy.searcher(DefineByRun(space, run.structure), metrics, modes, spec.seed, points)
+    scheduler = (
+        ASHAScheduler(metric="val_accuracy", mode="max", max_t=spec.epochs, grace_period=1, time_attr="epoch")
+        if spec.scheduler == "asha" else None
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=[writer],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1 if spec.progress else 0,
+        ),
+    )
+
+
+def fit_trials(run: SearchRun, board: Leaderboard, ctx: RowContext, resume: bool = False) -> tune.ResultGrid:
+    """Run (or continue) the trials; every finished trial ends with exactly one leaderboard row."""
+    ensure_ray(run.spec.address)
+    writer = LeaderboardWriter(ctx, board)
+    results = _tuner(run, writer, resume).fit()
+    # A driver killed between a trial's end and its row leaves the row to write now.
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        if not board.has(writer.key(trial_id)):
+            error = str(result.error).strip().splitlines()[-1][:2000] if result.error else None
+            writer.write(trial_id, metrics, error)
+    return results

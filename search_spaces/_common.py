@@ -1,0 +1,164 @@
+"""Pieces shared by the built-in search spaces: option checks, suggestions and baselines."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prunetune.spaces import KERNEL_PREFIX, RATIO_PREFIX, ModelStructure
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "ALPHA_RANGE",
+    "BASELINE_ALPHA",
+    "BASELINE_T",
+    "DEFAULT_KERNEL_SIZES",
+    "T_RANGE",
+    "ChoiceOptions",
+    "baseline_choices",
+    "baseline_kernels",
+    "check_choices",
+    "check_kernel_sizes",
+    "check_ratio",
+    "check_ratio_options",
+    "nearest_kernel",
+    "ratio_grid_top",
+    "snap_ratio",
+    "suggest_choices",
+    "suggest_group_ratios",
+    "suggest_kernels",
+    "suggest_ratio",
+]
+
+DEFAULT_KERNEL_SIZES = (3, 5, 7)
+T_RANGE = (1.0, 8.0)
+ALPHA_RANGE = (0.1, 1.0)
+# The standard recipe's soft-target settings (the hinton distiller's defaults), for baselines.
+BASELINE_T = 4.0
+BASELINE_ALPHA = 0.9
+# Grid values are rounded to this many decimals, so 7 * 0.05 reads 0.35 and not 0.35000000000000003.
+_DECIMALS = 10
+
+
+class ChoiceOptions(Protocol):
+    """The config fields of the optional component choices."""
+
+    @property
+    def scorers(self) -> tuple[str, ...]: ...
+
+    @property
+    def distillers(self) -> tuple[str, ...]: ...
+
+    @property
+    def search_temperature(self) -> bool: ...
+
+
+def check_ratio(ratio: float, what: str) -> None:
+    """Raise ValueError unless ``ratio`` is in [0, 1)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"{what} must be in [0, 1) (got {ratio})")
+
+
+def check_ratio_options(max_ratio: float, ratio_step: float | None) -> None:
+    """Raise ValueError unless ``max_ratio`` is in (0, 1) and ``ratio_step`` in (0, max_ratio]."""
+    if not 0.0 < max_ratio < 1.0:
+        raise ValueError(f"max_ratio must be in (0, 1) (got {max_ratio})")
+    if ratio_step is not None and not 0.0 < ratio_step <= max_ratio:
+        raise ValueError(
+            f"ratio_step must be in (0, max_ratio={max_ratio}] or None (got {ratio_step})"
+        )
+
+
+def check_kernel_sizes(sizes: Sequence[int]) -> None:
+    """Raise ValueError unless ``sizes`` is a non-empty list of distinct positive odd integers."""
+    if not sizes:
+        raise ValueError("kernel_sizes must name at least one size")
+    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s < 1 or s % 2 == 0]
+    if bad:
+        listed = ", ".join(map(str, bad))
+        raise ValueError(f"kernel_sizes must be positive odd integers (got {listed})")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"kernel_sizes has duplicates: {tuple(sizes)}")
+
+
+def check_choices(scorers: Sequence[str], distillers: Sequence[str]) -> None:
+    """Raise ValueError on an empty name or a duplicate in ``scorers`` or ``distillers``."""
+    for what, names in (("scorers", scorers), ("distillers", distillers)):
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise ValueError(f"{what} must be non-empty names (got {tuple(names)})")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{what} has duplicates: {tuple(names)}")
+
+
+def ratio_grid_top(max_ratio: float, step: float | None) -> float:
+    """The largest searchable ratio: ``max_ratio``, or the last grid point not above it."""
+    if step is None:
+        return max_ratio
+    return round(step * math.floor(max_ratio / step + 1e-9), _DECIMALS)
+
+
+def snap_ratio(ratio: float, max_ratio: float, step: float | None) -> float:
+    """``ratio`` rounded up onto the ``step`` grid and clipped to [0, top of the grid].
+
+    Up, so a baseline never keeps more channels (nor costs more MACs) than ``ratio`` asks,
+    e.g. when ``ratio`` is the smallest uniform ratio that meets a budget.
+    """
+    top = ratio_grid_top(max_ratio, step)
+    if step is not None:
+        ratio = round(step * math.ceil(ratio / step - 1e-9), _DECIMALS)
+    return min(max(ratio, 0.0), top)
+
+
+def suggest_ratio(trial: optuna.Trial, name: str, max_ratio: float, step: float | None) -> float:
+    """Suggest ratio ``name`` in [0, max_ratio], on the ``step`` grid when there is one."""
+    return trial.suggest_float(name, 0.0, ratio_grid_top(max_ratio, step), step=step)
+
+
+def suggest_group_ratios(
+    trial: optuna.Trial, structure: ModelStructure, max_ratio: float, step: float | None
+) -> None:
+    """Suggest ``ratio:<group>`` for every group of ``structure``."""
+    for group in structure.groups:
+        suggest_ratio(trial, RATIO_PREFIX + group, max_ratio, step)
+
+
+def suggest_kernels(trial: optuna.Trial, structure: ModelStructure, sizes: Sequence[int]) -> None:
+    """Suggest ``kernel:<conv>`` from ``sizes`` for every resizable conv of ``structure``."""
+    for conv in structure.kernels:
+        trial.suggest_categorical(KERNEL_PREFIX + conv, tuple(sizes))
+
+
+def suggest_choices(trial: optuna.Trial, options: ChoiceOptions) -> None:
+    """Suggest ``scorer``, ``distiller``, ``T`` and ``alpha`` where ``options`` asks for them."""
+    if options.scorers:
+        trial.suggest_categorical("scorer", tuple(options.scorers))
+    if options.distillers:
+        trial.suggest_categorical("distiller", tuple(options.distillers))
+    if options.search_temperature:
+        trial.suggest_float("T", *T_RANGE)
+        trial.suggest_float("alpha", *ALPHA_RANGE)
+
+
+def nearest_kernel(size: int, sizes: Sequence[int]) -> int:
+    """The size in ``sizes`` closest to ``size``; the smaller one on a tie."""
+    return min(sizes, key=lambda s: (abs(s - size), s))
+
+
+def baseline_kernels(structure: ModelStructure, sizes: Sequence[int]) -> dict[str, Any]:
+    """``kernel:<conv>`` = the teacher's size (or the nearest one in ``sizes``) for every conv."""
+    return {KERNEL_PREFIX + conv: nearest_kernel(k, sizes) for conv, k in structure.kernels.items()}
+
+
+def baseline_choices(options: ChoiceOptions) -> dict[str, Any]:
+    """The first scorer and distiller, and the standard recipe's ``T`` and ``alpha``."""
+    out: dict[str, Any] = {}
+    if options.scorers:
+        out["scorer"] = options.scorers[0]
+    if options.distillers:
+        out["distiller"] = options.distillers[0]
+    if options.search_temperature:
+        out["T"], out["alpha"] = BASELINE_T, BASELINE_ALPHA
+    return out

@@ -1,0 +1,83 @@
+"""The ``per_layer`` search space: a pruning ratio per group and a kernel size per conv."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from prunetune import hookimpl
+from prunetune.search_spaces._common import (
+    DEFAULT_KERNEL_SIZES,
+    baseline_choices,
+    baseline_kernels,
+    check_choices,
+    check_kernel_sizes,
+    check_ratio_options,
+    snap_ratio,
+    suggest_choices,
+    suggest_group_ratios,
+    suggest_kernels,
+)
+from prunetune.spaces import RATIO_PREFIX, ModelStructure, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+    from prunetune.registry import Registry
+
+__all__ = ["PerLayerSpace", "prunetune_add_components"]
+
+
+class PerLayerSpace(SearchSpace):
+    """A pruning ratio per channel group and a kernel size per conv (the full per-layer search).
+
+    Parameters: ``ratio:<group>`` in ``[0, max_ratio]`` for every group and ``kernel:<conv>``
+    from ``kernel_sizes`` for every conv with a kernel larger than 1x1, plus the optional
+    ``scorer``, ``distiller``, ``T`` and ``alpha``.
+    """
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        """Options of the ``per_layer`` space.
+
+        Attributes:
+            max_ratio: Largest ratio a group may get, in (0, 1).
+            ratio_step: Grid of the ratios (None: continuous).
+            kernel_sizes: Kernel sizes each conv may take (positive, odd).
+            scorers: Scorers to choose from per trial (empty: the run's scorer, not searched).
+            distillers: Distillers to choose from per trial (empty: not searched).
+            search_temperature: Also search the distiller's ``T`` in [1, 8] and ``alpha`` in
+                [0.1, 1].
+        """
+
+        max_ratio: float = 0.8
+        ratio_step: float | None = 0.05
+        kernel_sizes: tuple[int, ...] = DEFAULT_KERNEL_SIZES
+        scorers: tuple[str, ...] = ()
+        distillers: tuple[str, ...] = ()
+        search_temperature: bool = False
+
+        def __post_init__(self) -> None:
+            check_ratio_options(self.max_ratio, self.ratio_step)
+            check_kernel_sizes(self.kernel_sizes)
+            check_choices(self.scorers, self.distillers)
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def suggest(self, trial: optuna.Trial, structure: ModelStructure) -> None:
+        cfg = self.config
+        suggest_group_ratios(trial, structure, cfg.max_ratio, cfg.ratio_step)
+        suggest_kernels(trial, structure, cfg.kernel_sizes)
+        suggest_choices(trial, cfg)
+
+    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+        cfg = self.config
+        snapped = snap_ratio(ratio, cfg.max_ratio, cfg.ratio_step)
+        params: dict[str, Any] = {RATIO_PREFIX + group: snapped for group in structure.groups}
+        return params | baseline_kernels(structure, cfg.kernel_sizes) | baseline_choices(cfg)
+
+
+@hookimpl
+def prunetune_add_components(registry: Registry) -> None:
+    registry.add_search_space("per_layer", PerLayerSpace)

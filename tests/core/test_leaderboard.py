@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from prunetune.errors import UsageError
+from prunetune.leaderboard import (
+    COLUMNS,
+    SCHEMA,
+    TABLE_COLUMNS,
+    Leaderboard,
+    compare_runs,
+    format_rows,
+    pareto_front,
+    require_run,
+    summarize_run,
+)
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def row(trial: str = "t0", run: str = "r1", seconds: float = 0, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "run_id": run, "trial_id": trial, "kind": "trial", "status": "ok",
+        "time": T0 + dt.timedelta(seconds=seconds), "model": "resnet", "dataset": "fashion_mnist_demo",
+        "val_accuracy": 80.0, "macs": 1_000_000, "teacher_macs": 4_000_000,
+    }
+    return {**base, **over}
+
+
+def test_round_trip_keeps_values_and_nulls(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path / "lb")
+    plan = {"ratio": 0.5, "ratios": {"layer1.0.conv1": 0.25}, "kernels": {"conv1": 5}, "round_to": None}
+    board.write([row(plan=plan, test_accuracy=None, plugin_versions={"prunetune": "0.1.0"},
+                     params_json={"ratio": 0.5}, epochs=3, seed=7, latency_b256_ms=float("nan"))], key="r1-t0")
+    [got] = board.rows()
+    assert set(got) == set(COLUMNS)
+    assert got["time"] == T0 and got["time"].tzinfo is not None
+    assert got["val_accuracy"] == 80.0 and got["macs"] == 1_000_000 and got["epochs"] == 3 and got["seed"] == 7
+    assert got["test_accuracy"] is None and got["latency_b256_ms"] is None and got["error"] is None
+    assert got["node"] is None and got["git_revision"] is None
+    assert json.loads(got["plan"]) == plan
+    assert json.loads(got["ratios"]) == {"layer1.0.conv1": 0.25}  # filled from the plan
+    assert json.loads(got["kernels"]) == {"conv1": 5}
+    assert got["macs_fraction"] == pytest.approx(0.25)  # macs / teacher_macs
+    assert json.loads(got["plugin_versions"]) == {"prunetune": "0.1.0"}
+
+
+def test_files_carry_the_documented_schema(tmp_path: Path) -> None:
+    path = Leaderboard(tmp_path).write([row()], key="k")
+    schema = pq.read_schema(path)
+    assert schema.names == SCHEMA.names
+    assert all(f.metadata and f.metadata[b"doc"] for f in schema)
+
+
+def test_time_defaults_to_now_takes_epoch_seconds_and_plan_json(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    before = dt.datetime.now(dt.timezone.utc)
+    board.write([{k: v for k, v in row("a").items() if k != "time"}], key="a")
+    board.write([row("b", time=0.0, plan='{"ratio": 0.5, "kernels": {"conv1": 3}}')], key="b")
+    got = {r["trial_id"]: r["time"] for r in board.rows()}
+    assert got["a"] >= before.replace(microsecond=0)
+    assert got["b"] == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert json.loads(board.rows(run_id="r1")[0]["kernels"]) == {"conv1": 3}  # from a plan given as JSON
+
+
+def test_filters_and_runs(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    board.write([row("t0", "r1", 1), row("t1", "r1", 2)], key="r1-trials")
+    board.write([row("final", "r1", 3, kind="final", test_accuracy=81.0)], key="r1-final")
+    board.write([row("t0", "r2", 0, model="vgg"), row("t1", "r2", 5, model="vgg", dataset="cifar10")], key="r2")
+    assert [r["trial_id"] for r in board.rows(run_id="r1")] == ["t0", "t1", "final"]
+    assert [r["trial_id"] for r in board.rows(kind="final")] == ["final"]
+    assert {r["run_id"] for r in board.rows(model="vgg")} == {"r2"}
+    assert [(r["run_id"], r["trial_id"]) for r in board.rows(model="vgg", dataset="cifar10")] == [("r2", "t1")]
+    assert board.rows(model="mobilenet") == []
+    times = [r["time"] for r in board.rows()]
+    assert times == sorted(times)
+    assert board.runs() == ["r2", "r1"]  # by when they started
+
+
+def test_missing_or_empty_folder_reads_nothing(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path / "nowhere")
+    assert board.rows() == [] and board.runs() == [] and not board.has("x")
+    (tmp_path / "empty").mkdir()
+    assert Leaderboard(tmp_path / "empty").rows() == []
+
+
+def test_writing_a_key_again_replaces_its_rows(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    board.write([row("t0", status="stopped", val_accuracy=50.0)], key="r1-t0")
+    assert board.has("r1-t0")
+    board.write([row("t0", val_accuracy=82.5)], key="r1-t0")
+    [got] = board.rows()
+    assert got["val_accuracy"] == 82.5 and got["status"] == "ok"
+
+
+def test_dot_files_partial_writes_and_other_files_are_ignored(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    board.write([row()], key="good")
+    (tmp_path / ".good.parquet.123.abc.tmp").write_bytes(b"PAR1 half a file")
+    (tmp_path / ".hidden.parquet").write_bytes(b"not parquet")
+    (tmp_path / "pareto.png").write_bytes(b"\x89PNG")
+    assert [r["trial_id"] for r in board.rows()] == ["t0"]
+
+
+def test_keys_become_distinct_safe_file_names(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    names = {board.path_for(k).name for k in ("run/a b", "run_a_b", "run_a b", ".hidden", "x" * 400)}
+    assert len(names) == 5
+    assert all(n.endswith(".parquet") and not n.startswith(".") and "/" not in n and len(n) < 200 for n in names)
+    assert board.path_for("r1-t0.3").name == "r1-t0.3.parquet"
+    board.write([row()], key="run/a b")
+    assert board.has("run/a b") and not board.has("run_a_b")
+    with pytest.raises(ValueError, match="empty"):
+        board.path_for("")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"accuracy": 80.0}, "unknown leaderboard column.*accuracy"),
+        ({"kind": "best"}, "kind 'best'"),
+        ({"status": "done"}, "status 'done'"),
+        ({"run_id": None}, "lacks run_id"),
+        ({"macs": 1.5}, "integer"),
+        ({"plan": "{not json"}, "'plan' holds invalid JSON"),
+        ({"model": 3}, "'model' takes text"),
+    ],
+)
+def test_bad_rows_are_refused(tmp_path: Path, bad: dict[str, Any], message: str) -> None:
+    board = Leaderboard(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        board.write([row(**bad)], key="k")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temp file left
+
+
+def test_nothing_to_write_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no leaderboard rows"):
+        Leaderboard(tmp_path).write([], key="k")
+
+
+def _writer(folder: str, run: str, n: int) -> None:
+    board = Leaderboard(folder)
+    for i in range(n):
+        board.write([row(f"t{i}", run, i)], key=f"{run}-t{i}")
+        board.write([row(f"t{i}", run, i, val_accuracy=90.0)], key=f"{run}-t{i}")  # a resume's rewrite
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), run, 20)) for run in ("ra", "rb")]
+    for p in procs:
+        p.start()
+    board = Leaderboard(tmp_path)
+    while any(p.is_alive() for p in procs):
+        rows = board.rows()  # reading during the writes never meets a half-written file
+        assert len({(r["run_id"], r["trial_id"]) for r in rows}) == len(rows)
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    rows = board.rows()
+    assert sorted((r["run_id"], r["trial_id"]) for r in rows) == sorted(
+        (run, f"t{i}") for run in ("ra", "rb") for i in range(20)
+    )
+    assert {r["val_accuracy"] for r in rows} == {90.0}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_pareto_front_of_a_known_set() -> None:
+    rows = [
+        {"trial_id": "a", "macs": 10, "val_accuracy": 70.0},
+        {"trial_id": "b", "macs": 20, "val_accuracy": 80.0},
+        {"trial_id": "b2", "macs": 20, "val_accuracy": 80.0},  # a tie with b: both stay
+        {"trial_id": "c", "macs": 20, "val_accuracy": 75.0},  # same cost as b, worse
+        {"trial_id": "d", "macs": 30, "val_accuracy": 80.0},  # dearer than b, no better
+        {"trial_id": "e", "macs": 40, "val_accuracy": 90.0},
+        {"trial_id": "f", "macs": 5, "val_accuracy": None},
+        {"trial_id": "g", "macs": None, "val_accuracy": 99.0},
+        {"trial_id": "h", "macs": 50, "val_accuracy": 85.0},
+    ]
+    assert [r["trial_id"] for r in pareto_front(rows)] == ["a", "b", "b2", "e"]
+    other = [
+        {"trial_id": "x", "latency_b256_ms": 3.0, "test_accuracy": 90.0},
+        {"trial_id": "y", "latency_b256_ms": 1.0, "test_accuracy": 91.0},
+        {"trial_id": "z", "latency_b256_ms": float("nan"), "test_accuracy": 99.0},
+    ]
+    assert [r["trial_id"] for r in pareto_front(other, "test_accuracy", "latency_b256_ms")] == ["y"]
+    assert pareto_front([]) == []
+
+
+def _board_rows() -> list[dict[str, Any]]:
+    return [
+        row("t0", "r1", 0, val_accuracy=81.234, macs_fraction=0.5, latency_b256_ms=12.3456, plan={"ratio": 0.5}),
+        row("t1", "r1", 1, val_accuracy=None, status="error", error="CUDA out of memory, \"big\""),
+    ]
+
+
+def test_format_table_shows_the_compact_columns_rounded() -> None:
+    text = format_rows(_board_rows(), "table")
+    header, rule, first, second = text.splitlines()
+    assert header.split() == list(TABLE_COLUMNS)
+    assert "81.23" in first and "50.0%" in first and "1.00M" in first and "12.35" in first
+    assert "error" in second and " - " in second
+    assert format_rows(_board_rows(), "table", columns=["trial_id", "time"]).splitlines()[2].split() == [
+        "t0", "2026-01-01T00:00:00+00:00"
+    ]
+
+
+def test_format_csv_parses_back() -> None:
+    parsed = list(csv.DictReader(io.StringIO(format_rows(_board_rows(), "csv"))))
+    assert list(parsed[0]) == list(COLUMNS)
+    assert float(parsed[0]["val_accuracy"]) == 81.234
+    assert parsed[1]["val_accuracy"] == "" and parsed[1]["error"] == 'CUDA out of memory, "big"'
+    assert dt.datetime.fromisoformat(parsed[0]["time"]) == T0
+
+
+def test_format_json_parses_back() -> None:
+    parsed = json.loads(format_rows(_board_rows(), "json", columns=["trial_id", "time", "plan", "val_accuracy"]))
+    assert parsed == [
+        {"trial_id": "t0", "time": T0.isoformat(), "plan": {"ratio": 0.5}, "val_accuracy": 81.234},
+        {"trial_id": "t1", "time": (T0 + dt.timedelta(seconds=1)).isoformat(), "plan": None, "val_accuracy": None},
+    ]
+
+
+def test_format_rows_refuses_unknown_formats_and_columns() -> None:
+    with pytest.raises(UsageError, match="unknown format 'xml' \\(valid: table, csv, json\\)"):
+        format_rows([], "xml")
+    with pytest.raises(UsageError, match="unknown leaderboard column.*accuracy"):
+        format_rows([], "csv", columns=["accuracy"])
+
+
+def _run(run: str, best: float, test: float, fraction: float) -> list[dict[str, Any]]:
+    return [
+        row("t0", run, 0, val_accuracy=best - 5, macs=1_000_000),
+        row("t1", run, 1, val_accuracy=best, macs=2_000_000),
+        row("t2", run, 2, val_accuracy=None, status="error", error="boom"),
+        row("t3", run, 3, val_accuracy=60.0, status="stopped", macs=500_000),
+        row("final", run, 4, kind="final", val_accuracy=best, test_accuracy=test, macs_fraction=fraction,
+            latency_b1_ms=1.5, latency_b256_ms=30.0),
+    ]
+
+
+def test_summarize_run() -> None:
+    s = summarize_run(_run("r1", 84.0, 83.5, 0.3))
+    assert (s.run_id, s.model, s.dataset) == ("r1", "resnet", "fashion_mnist_demo")
+    assert dict(s.trials) == {"ok": 2, "error": 1, "stopped": 1, "infeasible": 0}
+    assert (s.best_val_accuracy, s.best_trial_id, s.final_test_accuracy) == (84.0, "t1", 83.5)
+    assert s.front_size == 2
+    with pytest.raises(ValueError, match="one run"):
+        summarize_run(_run("r1", 84.0, 83.5, 0.3) + _run("r2", 84.0, 83.5, 0.3))
+
+
+def test_compare_runs_mentions_both_runs_and_the_difference() -> None:
+    text = compare_runs(_run("alpha", 84.0, 83.5, 0.3), _run("beta", 86.5, 85.0, 0.25))
+    assert "alpha" in text.splitlines()[0] and "beta" in text.splitlines()[0]
+    assert "84.00 (t1)" in text and "86.50 (t1)" in text
+    assert "83.50" in text and "85.00" in text and "+1.50 pts" in text
+    assert "30.0" in text and "25.0" in text and "-5.0 pts" in text
+    assert "2 / 1 / 1" in text
+
+
+def test_compare_runs_without_a_final_student() -> None:
+    rows = [r for r in _run("alpha", 84.0, 83.5, 0.3) if r["kind"] == "trial"]
+    assert "final test accuracy (%)" in compare_runs(rows, _run("beta", 86.5, 85.0, 0.25))
+
+
+def test_require_run(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    with pytest.raises(UsageError, match=r"no run x in leaderboard .* \(runs: none\)"):
+        require_run(board, "x")
+    board.write([row(run="a", seconds=0)], key="a")
+    board.write([row(run="b", seconds=1)], key="b")
+    assert [r["run_id"] for r in require_run(board, "b")] == ["b"]
+    with pytest.raises(UsageError, match=r"no run x in leaderboard .* \(runs: a, b\)"):
+        require_run(board, "x")
+
+
+def test_importing_the_leaderboard_stays_cheap() -> None:
+    code = (
+        "import sys, prunetune.leaderboard, prunetune.plot;"
+        "print(','.join(m for m in ('torch', 'ray', 'optuna', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

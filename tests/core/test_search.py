@@ -1,0 +1,129 @@
+"""Searches on a real two-node Ray cluster, on tiny settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunetune.checkpoint import load_student
+from prunetune.evaluate import evaluate_checkpoint
+from prunetune.host import Host
+from prunetune.leaderboard import Leaderboard
+from prunetune.search import SearchSpec, run_search
+
+TINY = dict(
+    dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=1,
+    final_epochs=1, progress=False,
+)
+
+
+def _spec(tmp_path: Path, **changes: object) -> SearchSpec:
+    base = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), **TINY)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    spec = _spec(tmp_path, name="two-nodes", num_samples=4, max_macs=0.3, address=ray_cluster.address)
+    summary = run_search(spec, echo=lambda _: None)
+    rows = Leaderboard(spec.leaderboard).rows(run_id="two-nodes")
+    trials = [r for r in rows if r["kind"] == "trial"]
+    finals = [r for r in rows if r["kind"] == "final"]
+    assert len(trials) == 4 and len(finals) == 1
+    assert len({r["node"] for r in trials}) == 2  # the cluster's two nodes both ran trials
+    assert all(r["status"] == "ok" and r["macs_fraction"] <= 0.3 + 1e-9 for r in trials)
+    first = json.loads(min(trials, key=lambda r: r["time"])["params_json"])
+    assert len({round(v, 6) for k, v in first.items() if k.startswith("ratio:")}) == 1  # uniform baseline first
+    best = max(trials, key=lambda r: r["val_accuracy"])
+    assert finals[0]["trial_id"] == f"final-{best['trial_id']}"
+    assert finals[0]["test_accuracy"] is not None and finals[0]["macs_fraction"] <= 0.3 + 1e-9
+    assert all(r["overhead_seconds"] is not None and r["wall_seconds"] > 0 for r in trials)
+    run_dir = Path(summary["run_dir"])
+    assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "summary.txt").is_file()
+    saved, now = evaluate_checkpoint(str(run_dir / "best_student.pt"), device="cpu")
+    assert saved["accuracy"] == now["accuracy"] == finals[0]["test_accuracy"]
+    assert now["macs"] == finals[0]["macs"]
+    model, meta = load_student(Host.create().registry, run_dir / "best_student.pt")
+    assert meta["source_trial"] == best["trial_id"]
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_a_pareto_search_with_asha_keeps_each_front_point(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    spec = _spec(tmp_path, name="pareto", num_samples=4, epochs=2, scheduler="asha", objectives=("accuracy", "macs"),
+                 space="ratio_only", strategy_options={"sampler": "nsga2"}, address=ray_cluster.address)
+    summary = run_search(spec, echo=lambda _: None)
+    rows = Leaderboard(spec.leaderboard).rows(run_id="pareto")
+    trials = [r for r in rows if r["kind"] == "trial"]
+    finals = [r for r in rows if r["kind"] == "final"]
+    assert len(trials) == 4 and {r["status"] for r in trials} <= {"ok", "stopped"}
+    assert 1 <= len(finals) == len(summary["students"])
+    assert all(Path(p).is_file() for p in summary["students"])
+
+
+def _trial_files(board: Path) -> list[Path]:
+    return [p for p in board.glob("*.parquet") if "final" not in p.name] if board.is_dir() else []
+
+
+def test_a_killed_search_resumes_with_every_trial_exactly_once(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    board = tmp_path / "board"
+    common = [sys.executable, "-m", "prunetune", "search", "--address", ray_cluster.address]
+    start = common + [
+        "--name", "killed", "--runs", str(tmp_path / "runs"), "--leaderboard", str(board),
+        "--dataset-opt", "limit=300", "--model-opt", "width=4", "--teacher-epochs", "1",
+        "--epochs", "2", "--final-epochs", "1", "--num-samples", "5", "--max-concurrent", "1", "--quiet",
+    ]
+    driver = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 240
+    while len(_trial_files(board)) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the search ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = len(_trial_files(board))
+    assert 2 <= done_before < 5
+
+    resumed = subprocess.run(common + ["--resume", str(tmp_path / "runs" / "killed")],
+                             capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = Leaderboard(board).rows(run_id="killed")
+    trial_ids = [r["trial_id"] for r in rows if r["kind"] == "trial"]
+    assert len(trial_ids) == len(set(trial_ids)) == 5
+    assert sum(r["kind"] == "final" for r in rows) == 1
+    assert (tmp_path / "runs" / "killed" / "best_student.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--space", "everything"], r"unknown search space 'everything' \(valid: kernel_only, per_layer, ratio_only, uniform\)"),
+        (["--strategy", "grid"], r"unknown strategy 'grid' \(valid: optuna\)"),
+        (["--strategy-opt", "sampler=cmaes"], r"sampler"),
+        (["--objectives", "accuracy,beauty"], r"unknown objective beauty"),
+        (["--objectives", "macs"], r"--objectives must start with accuracy"),
+        (["--max-macs", "1.5"], r"--max-macs must be in \(0, 1\]"),
+        (["--num-samples", "0"], r"--num-samples must be at least 1"),
+        (["--gpus-per-trial", "-1"], r"--gpus-per-trial must be 0 or more"),
+        (["--resume", "/no/run"], r"'/no/run' is not a run folder"),
+        (["--space-opt", "max_ratio=2"], r"search space 'per_layer'"),
+    ],
+)
+def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        args: list[str], message: str) -> None:
+    from prunetune.cli import main
+
+    code = main(["search", "--runs", str(tmp_path / "runs"), "--leaderboard", str(tmp_path / "board"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    import re
+
+    assert re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []
