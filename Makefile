@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_DIR := runs/demo
+DEMO_RUN := demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: demo test bench clean
 
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# A small search on the bundled data: 12 per-layer plans within 25% of the teacher's MACs.
 demo: $(STAMP)
-	mkdir -p $(DEMO_DIR)
-	$(VENV)/bin/prunetune compress --model resnet --dataset fashion_mnist_demo --scorer l1 \
-		--pruner channel --ratio 0.5 --distiller hinton --epochs 3 --out $(DEMO_DIR)/student.pt
-	$(VENV)/bin/prunetune evaluate $(DEMO_DIR)/student.pt
+	$(VENV)/bin/prunetune search --model resnet --dataset fashion_mnist_demo --space per_layer \
+		--max-macs 0.25 --num-samples 12 --epochs 2 --name $(DEMO_RUN)
+	$(VENV)/bin/prunetune evaluate runs/$(DEMO_RUN)/best_student.pt
+	$(VENV)/bin/prunetune leaderboard show $(DEMO_RUN)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/compress_resnet.py

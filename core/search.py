@@ -193,8 +193,11 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     factory = resolve_model(registry, spec.model, spec.model_options)
     if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
         raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
+    resuming = run_id is not None
     run_id = run_id or _run_id(spec)
     run_dir = Path(spec.run_root) / run_id
+    if not resuming and run_dir.exists():
+        raise UsageError(f"run folder {str(run_dir)!r} exists: continue it with --resume {run_dir}, or pick another --name")
     if not Path(spec.run_root).resolve().parent.is_dir():
         raise UsageError(f"folder {str(Path(spec.run_root).resolve().parent)!r} for the runs does not exist")
 
