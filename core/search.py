@@ -34,7 +34,7 @@ from prunetune.plan import StudentPlan
 from prunetune.spaces import ModelStructure
 from prunetune.teacher import obtain_teacher
 from prunetune.train import TrainRecipe, evaluate, teacher_logits_for
-from prunetune.trial import ComponentChoice, TrialInputs, run_trial
+from prunetune.trial import ComponentChoice, TrialInputs
 
 __all__ = ["OBJECTIVES", "SearchSpec", "SearchRun", "prepare_search", "run_search"]
 

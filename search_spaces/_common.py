@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_KERNEL_SIZES",
     "T_RANGE",
     "ChoiceOptions",
+    "RatioSpaceConfig",
     "baseline_choices",
     "baseline_kernels",
     "check_choices",
@@ -162,3 +164,27 @@ def baseline_choices(options: ChoiceOptions) -> dict[str, Any]:
     if options.search_temperature:
         out["T"], out["alpha"] = BASELINE_T, BASELINE_ALPHA
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioSpaceConfig:
+    """Options of a space that searches pruning ratios (one global, or one per group).
+
+    Attributes:
+        max_ratio: Largest ratio a group may get, in (0, 1).
+        ratio_step: Grid of the ratios (None: continuous).
+        scorers: Scorers to choose from per trial (empty: the run's scorer, not searched).
+        distillers: Distillers to choose from per trial (empty: not searched).
+        search_temperature: Also search the distiller's ``T`` in [1, 8] and ``alpha`` in
+            [0.1, 1].
+    """
+
+    max_ratio: float = 0.8
+    ratio_step: float | None = 0.05
+    scorers: tuple[str, ...] = ()
+    distillers: tuple[str, ...] = ()
+    search_temperature: bool = False
+
+    def __post_init__(self) -> None:
+        check_ratio_options(self.max_ratio, self.ratio_step)
+        check_choices(self.scorers, self.distillers)

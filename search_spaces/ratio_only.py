@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
 from prunetune.search_spaces._common import (
+    RatioSpaceConfig,
     baseline_choices,
-    check_choices,
-    check_ratio_options,
     snap_ratio,
     suggest_choices,
     suggest_group_ratios,
@@ -31,28 +29,7 @@ class RatioOnlySpace(SearchSpace):
     ``scorer``, ``distiller``, ``T`` and ``alpha``.
     """
 
-    @dataclasses.dataclass(frozen=True)
-    class Config:
-        """Options of the ``ratio_only`` space.
-
-        Attributes:
-            max_ratio: Largest ratio a group may get, in (0, 1).
-            ratio_step: Grid of the ratios (None: continuous).
-            scorers: Scorers to choose from per trial (empty: the run's scorer, not searched).
-            distillers: Distillers to choose from per trial (empty: not searched).
-            search_temperature: Also search the distiller's ``T`` in [1, 8] and ``alpha`` in
-                [0.1, 1].
-        """
-
-        max_ratio: float = 0.8
-        ratio_step: float | None = 0.05
-        scorers: tuple[str, ...] = ()
-        distillers: tuple[str, ...] = ()
-        search_temperature: bool = False
-
-        def __post_init__(self) -> None:
-            check_ratio_options(self.max_ratio, self.ratio_step)
-            check_choices(self.scorers, self.distillers)
+    Config = RatioSpaceConfig
 
     def __init__(self, config: Config) -> None:
         self.config = config

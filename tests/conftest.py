@@ -79,6 +79,11 @@ def ray_cluster(_private_cache: None):  # type: ignore[no-untyped-def]
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    from prunetune.tuning import LOOPBACK_ENV
+
+    # Both nodes (and every subprocess driver) on 127.0.0.1: test traffic stays on loopback.
+    mp = pytest.MonkeyPatch()
+    mp.setenv(LOOPBACK_ENV, "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -86,3 +91,4 @@ def ray_cluster(_private_cache: None):  # type: ignore[no-untyped-def]
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    mp.undo()
