@@ -65,7 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kernel", type=_kv, action="append", default=[], metavar="LAYER=SIZE",
                    help="new odd kernel size of conv LAYER (repeatable)")
     c.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this (e.g. 8)")
-    c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to}")
+    c.add_argument("--macs-target", type=float, default=None, metavar="FRACTION",
+                   help="global ranking: cut the lowest-ranked channels of all groups until MACs are at most this share (ratios are then ignored)")
+    c.add_argument("--max-ratio", type=float, default=None, help="global ranking: no group loses more than this share (default: 0.9)")
+    c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
     c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
     c.add_argument("--finetune-epochs", type=int, default=1, help="cross-entropy fine-tuning epochs after distillation (default: 1)")
     c.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
@@ -101,7 +104,8 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
     s.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo)")
     s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
-    s.add_argument("--strategy", default="optuna", help="search strategy (default: optuna; --strategy-opt sampler=tpe|nsga2|random)")
+    s.add_argument("--strategy", default="optuna", help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
+                   "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")
     s.add_argument("--scorer", default="l1")
     s.add_argument("--pruner", default="channel")
     s.add_argument("--distiller", default="hinton")
@@ -173,6 +177,8 @@ def _plan_from_args(args: argparse.Namespace) -> Any:
         ratios=ratios,
         kernels=kernels,
         round_to=args.round_to if args.round_to is not None else plan.round_to,
+        macs_target=args.macs_target if args.macs_target is not None else plan.macs_target,
+        max_ratio=args.max_ratio if args.max_ratio is not None else plan.max_ratio,
     )
 
 

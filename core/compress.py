@@ -30,7 +30,7 @@ from prunetune.plan import StudentPlan
 from prunetune.selection import group_ratios
 from prunetune.surgery import build_student
 from prunetune.teacher import obtain_teacher
-from prunetune.train import TrainRecipe, distill, evaluate, train_supervised
+from prunetune.train import TrainRecipe, distill, evaluate, make_retrainer, train_supervised
 
 __all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan", "run_compress"]
 
@@ -177,8 +177,10 @@ def run_compress(
         (data.train_x[i : i + 64].to(device), data.train_y[i : i + 64].to(device))
         for i in range(0, min(len(data.train_x), 64 * spec.calibration_batches), 64)
     ]
+    retrain = make_retrainer(teacher, distiller, data.train_x, data.train_y, device,
+                             batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
     student, record = build_student(
-        teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed
+        teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain
     )
     student.to(device)
 

@@ -152,14 +152,17 @@ def find_groups(
     on groups of one :func:`find_groups` call, and call it again after changing the model in
     any other way.
     """
+    # Traced in eval mode, so BatchNorm running statistics stay as they were.
     was_training = model.training
     model.eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-    model.train(was_training)
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        head = classifier_name(model, example_input)
+    finally:
+        model.train(was_training)
     names = {module: name for name, module in model.named_modules()}
     order = {name: i for i, name in enumerate(names.values())}
     skip = set(ignore)
-    head = classifier_name(model, example_input)
     if head is not None:
         skip.add(head)
 

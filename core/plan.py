@@ -31,12 +31,18 @@ class StudentPlan:
         ratios: Ratio per group; a key may name any producer layer of the group.
         kernels: New kernel size per conv layer name (odd, positive).
         round_to: Keep channel counts multiples of this (None: any count).
+        macs_target: Global ranking: cut the lowest-ranked channels across all groups (scores
+            normalised per group) until the model's MACs are at most this fraction of what
+            they were; ``ratio``/``ratios`` are then ignored. None: local ranking by ratios.
+        max_ratio: Under global ranking, no group loses more than this share of its channels.
     """
 
     ratio: float = 0.0
     ratios: Mapping[str, float] = dataclasses.field(default_factory=dict)
     kernels: Mapping[str, int] = dataclasses.field(default_factory=dict)
     round_to: int | None = None
+    macs_target: float | None = None
+    max_ratio: float = 0.9
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "pruning")
@@ -46,6 +52,9 @@ class StudentPlan:
             _check_kernel(size, f"layer {name!r}")
         if self.round_to is not None and self.round_to < 1:
             raise UsageError(f"round_to {self.round_to} must be a positive integer")
+        if self.macs_target is not None and not 0.0 < self.macs_target <= 1.0:
+            raise UsageError(f"MACs target {self.macs_target} is outside (0, 1]")
+        _check_ratio(self.max_ratio, "maximum")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,18 +62,24 @@ class StudentPlan:
             "ratios": dict(self.ratios),
             "kernels": dict(self.kernels),
             "round_to": self.round_to,
+            "macs_target": self.macs_target,
+            "max_ratio": self.max_ratio,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudentPlan:
-        unknown = set(data) - {"ratio", "ratios", "kernels", "round_to"}
+        valid = ("ratio", "ratios", "kernels", "round_to", "macs_target", "max_ratio")
+        unknown = set(data) - set(valid)
         if unknown:
-            raise UsageError(f"plan has unknown keys {sorted(unknown)} (valid: ratio, ratios, kernels, round_to)")
+            raise UsageError(f"plan has unknown keys {sorted(unknown)} (valid: {', '.join(valid)})")
+        target = data.get("macs_target")
         return cls(
             ratio=float(data.get("ratio", 0.0)),
             ratios={str(k): float(v) for k, v in dict(data.get("ratios", {})).items()},
             kernels={str(k): int(v) for k, v in dict(data.get("kernels", {})).items()},
             round_to=data.get("round_to"),
+            macs_target=None if target is None else float(target),
+            max_ratio=float(data.get("max_ratio", 0.9)),
         )
 
     def to_json(self) -> str:

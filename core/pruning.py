@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -32,28 +32,35 @@ class PruneJob:
         plan: Per-group ratios and ``round_to``.
         scorer: Scores channels.
         ctx: The scorer's context (example input, calibration batches, seed).
+        retrain: Brief retraining between pruning steps, ``retrain(model, steps)`` (the
+            pipeline's distiller on a few batches); None where the caller offers none.
     """
 
     model: nn.Module
     plan: StudentPlan
     scorer: Scorer
     ctx: ScoreContext
+    retrain: Callable[[nn.Module, int], None] | None = None
 
 
 @dataclasses.dataclass
 class PruneRecord:
-    """Which channels went, per group name, and whether they were removed or masked."""
+    """Which channels went, per group name, and whether they were removed or masked.
+
+    ``extra`` holds what else a pruner needs to replay its result (JSON-able), e.g. block masks.
+    """
 
     removed: dict[str, list[int]]
     physical: bool
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"removed": self.removed, "physical": self.physical}
+        return {"removed": self.removed, "physical": self.physical, "extra": self.extra}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruneRecord:
         removed = {str(k): [int(i) for i in v] for k, v in dict(data["removed"]).items()}
-        return cls(removed=removed, physical=bool(data["physical"]))
+        return cls(removed=removed, physical=bool(data["physical"]), extra=dict(data.get("extra", {})))
 
 
 class Pruner(abc.ABC):

@@ -41,6 +41,10 @@ class Scorer(abc.ABC):
     #: Whether :attr:`ScoreContext.calibration` must be non-empty.
     needs_data: bool = False
 
+    #: Whether scores of different groups are already on one scale; global ranking then uses
+    #: them as they are instead of normalising each group's scores.
+    comparable: bool = False
+
     def score(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
         """Scores of ``group``'s channels: a float tensor of shape ``[group.size]``."""
         raise NotImplementedError

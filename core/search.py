@@ -36,7 +36,17 @@ from prunetune.teacher import obtain_teacher
 from prunetune.train import TrainRecipe, evaluate, teacher_logits_for
 from prunetune.trial import ComponentChoice, TrialInputs
 
-__all__ = ["OBJECTIVES", "SearchSpec", "SearchRun", "prepare_search", "run_search"]
+__all__ = ["LOOPBACK_ENV", "OBJECTIVES", "SearchSpec", "SearchRun", "loopback_ray", "prepare_search", "run_search"]
+
+#: Ray reads this once, when it is imported, to bind a single-machine instance to 127.0.0.1
+#: instead of the machine's network address (its name speaks of Windows and macOS, where
+#: loopback is Ray's default).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_ray() -> None:
+    """Make an embedded Ray listen on loopback only; call before Ray is first imported."""
+    os.environ.setdefault(LOOPBACK_ENV, "0")
 
 #: Objective name -> (reported metric, mode).
 OBJECTIVES = {
@@ -247,6 +257,8 @@ def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.
 def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = None,
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; return the summary of its best student(s)."""
+    if spec.address is None:
+        loopback_ray()  # nothing outside this machine needs to reach an embedded Ray
     from prunetune.final import finish_run
     from prunetune.tuning import RowContext, fit_trials  # Ray and Optuna load only here
 

@@ -1,9 +1,13 @@
-"""The shared rule from scores and a plan to the channels each group loses."""
+"""The shared rule from scores and a plan to the channels each group loses.
+
+Local ranking cuts each group by its ratio; a plan with a MACs target is cut by global ranking
+(:mod:`prunetune.ranking`) instead.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,11 +15,15 @@ import torch
 from prunetune.errors import UsageError
 from prunetune.groups import ChannelGroup, find_groups
 from prunetune.plan import StudentPlan
+from prunetune.ranking import global_removals
 
 if TYPE_CHECKING:
     from prunetune.pruning import PruneJob
 
-__all__ = ["choose_removals", "group_ratios", "kept_count", "plan_removals", "select_channels"]
+__all__ = ["GroupScorer", "choose_removals", "group_ratios", "kept_count", "plan_removals", "select_channels"]
+
+#: Scores the groups it is given: one tensor per group name.
+GroupScorer = Callable[[Sequence[ChannelGroup]], dict[str, torch.Tensor]]
 
 
 def group_ratios(groups: Sequence[ChannelGroup], plan: StudentPlan) -> dict[str, float]:
@@ -84,16 +92,39 @@ def plan_removals(
     return removals
 
 
-def select_channels(job: PruneJob) -> tuple[list[ChannelGroup], dict[str, list[int]]]:
-    """Find ``job.model``'s groups, score those the plan cuts, and choose their removals."""
+def select_channels(
+    job: PruneJob, score_groups: GroupScorer | None = None
+) -> tuple[list[ChannelGroup], dict[str, list[int]]]:
+    """Find ``job.model``'s groups, score those the plan may cut, and choose their removals.
+
+    Each group by its ratio (local ranking), or, when ``job.plan.macs_target`` is set, all
+    groups ranked together down to the MACs target
+    (:func:`prunetune.ranking.global_removals`; scores are normalised per group unless the
+    scorer's class sets ``comparable = True``).
+
+    Args:
+        job: The model, plan, scorer and scoring context.
+        score_groups: Scores the groups to cut; by default ``job.scorer.score_groups`` with
+            ``job.ctx`` in this process (the ``distributed`` pruner scores on Ray workers).
+
+    Raises:
+        UsageError: the scorer needs calibration data and the job has none, or the plan names
+            a layer that is not prunable.
+    """
     groups = find_groups(job.model, job.ctx.example_input)
-    ratios = group_ratios(groups, job.plan)
-    to_score = [g for g in groups if ratios[g.name] > 0]
+    ranks_globally = job.plan.macs_target is not None
+    ratios = {} if ranks_globally else group_ratios(groups, job.plan)
+    to_score = groups if ranks_globally else [g for g in groups if ratios[g.name] > 0]
     if not to_score:
         return groups, {}
     if job.scorer.needs_data and not job.ctx.calibration:
         raise UsageError("this scorer needs calibration data, and none was given")
-    scores = job.scorer.score_groups(to_score, job.ctx)
+    scores = score_groups(to_score) if score_groups else job.scorer.score_groups(to_score, job.ctx)
+    if ranks_globally:
+        normalise = not job.scorer.comparable
+        return groups, global_removals(
+            groups, scores, job.model, job.ctx.example_input, job.plan, normalise=normalise
+        )
     removals = {}
     for group in to_score:
         removed = choose_removals(group, scores[group.name], ratios[group.name], job.plan.round_to)

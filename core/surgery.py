@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,10 +24,12 @@ def build_student(
     example_input: torch.Tensor,
     calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     seed: int = 0,
+    retrain: Callable[[nn.Module, int], None] | None = None,
 ) -> tuple[nn.Module, PruneRecord]:
     """A new student: a copy of ``teacher`` with ``plan``'s kernel sizes, pruned by ``pruner``.
 
-    The teacher is left untouched.
+    The teacher is left untouched. ``retrain`` is offered to pruners that retrain between
+    steps (see :class:`~prunetune.pruning.PruneJob`).
     """
     student = copy.deepcopy(teacher)
     for param in student.parameters():
@@ -35,5 +37,5 @@ def build_student(
     apply_kernels(student, plan.kernels)
     student.eval()
     ctx = ScoreContext(student, example_input, calibration, seed)
-    record = pruner.prune(PruneJob(student, plan, scorer, ctx))
+    record = pruner.prune(PruneJob(student, plan, scorer, ctx, retrain))
     return student, record

@@ -24,8 +24,10 @@ from prunetune.distillation import DistillBatch, Distiller, capture_outputs
 __all__ = [
     "EpochCallback",
     "TrainRecipe",
+    "brief_distill",
     "distill",
     "evaluate",
+    "make_retrainer",
     "teacher_logits_for",
     "train_supervised",
 ]
@@ -423,3 +425,119 @@ def distill(
             desc=desc,
             on_epoch=on_epoch,
         )
+
+
+def brief_distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    distiller: Distiller,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    seed: int = 0,
+    teacher_logits: torch.Tensor | None = None,
+) -> float:
+    """A few SGD steps (momentum 0.9) of ``distiller``'s loss: retraining between pruning steps.
+
+    Each step draws a seeded random batch of ``x``. As in :func:`distill`, the teacher is
+    frozen, ``distiller.bind`` is called once (its module is trained with the student), the
+    student is left in train mode and the caller's random state is untouched.
+
+    Args:
+        student: Moved to ``device`` in place and left in train mode.
+        teacher: Moved to ``device`` in place and left in eval mode.
+        distiller: The loss.
+        x: Inputs ``[N, C, H, W]`` on any device.
+        y: Labels ``[N]``.
+        steps: Optimizer steps (0: nothing is trained).
+        device: Where to train.
+        batch_size: Samples per step (at most ``N``).
+        lr: Constant learning rate.
+        seed: Seeds the batches and any randomness inside the distiller.
+        teacher_logits: The teacher's logits on ``x`` (see :func:`distill`).
+
+    Returns:
+        The mean loss over the steps (nan for no steps).
+
+    Raises:
+        ValueError: negative ``steps``, no samples, or ``x``, ``y`` and ``teacher_logits``
+            of different lengths.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps == 0:
+        return math.nan
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x has {len(x)} samples and y has {len(y)} labels; need as many, at least one")
+    if teacher_logits is not None and len(teacher_logits) != len(x):
+        raise ValueError(
+            f"teacher_logits has {len(teacher_logits)} rows but x has {len(x)} samples"
+        )
+    recipe = TrainRecipe(
+        epochs=1, batch_size=batch_size, lr=lr, weight_decay=0.0, schedule="constant", seed=seed
+    )
+    student.to(device)
+    teacher.to(device)
+    with _frozen(teacher), _seeded(seed, device):
+        extra = distiller.bind(student, teacher, x[:1].to(device)).to(device)
+        step = _distill_step(student, teacher, distiller, teacher_logits)
+        params = [p for p in [*student.parameters(), *extra.parameters()] if p.requires_grad]
+        opt, _ = _make_optimizer(params, recipe, steps)
+        student.train()
+        extra.train()
+        picker = torch.Generator().manual_seed(seed)
+        loss_sum = torch.zeros((), device=device)
+        for _ in range(steps):
+            idx = torch.randperm(len(x), generator=picker)[: recipe.batch_size]
+            xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
+            loss, _ = step(xb, yb, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+    return loss_sum.item() / steps
+
+
+def make_retrainer(
+    teacher: nn.Module,
+    distiller: Distiller,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    seed: int = 0,
+    teacher_logits: torch.Tensor | None = None,
+) -> Callable[[nn.Module, int], None]:
+    """``retrain(student, steps)`` for :attr:`prunetune.pruning.PruneJob.retrain`.
+
+    Every call runs :func:`brief_distill` on the student as it is then (the distiller is bound
+    again, since pruning changed the student's widths), with the seed advanced by one per call
+    so that successive calls see different batches. ``device`` should be where the student
+    already is: the pruner goes on working with its example input there.
+    """
+    calls = 0
+
+    def retrain(student: nn.Module, steps: int) -> None:
+        nonlocal calls
+        brief_distill(
+            student,
+            teacher,
+            distiller,
+            x,
+            y,
+            steps,
+            device,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed + calls,
+            teacher_logits=teacher_logits,
+        )
+        calls += 1
+
+    return retrain

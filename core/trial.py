@@ -26,7 +26,7 @@ from prunetune.models import resolve_model
 from prunetune.registry import Registry
 from prunetune.spaces import Candidate
 from prunetune.surgery import build_student
-from prunetune.train import TrainRecipe, distill
+from prunetune.train import TrainRecipe, distill, make_retrainer
 
 __all__ = ["ComponentChoice", "TrialInputs", "build_teacher", "make_candidate_student", "run_trial"]
 
@@ -81,6 +81,10 @@ def make_candidate_student(
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Build the candidate's student: ``(student on device, prune record, meta for its file)``."""
     comp = inputs.components
+    distiller = candidate_distiller(registry, inputs, candidate)
+    logits = inputs.teacher_logits if distiller.uses_teacher else None
+    retrain = make_retrainer(teacher.to(device), distiller, inputs.train_x, inputs.train_y, device,
+                             batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed, teacher_logits=logits)
     scorer_name = candidate.scorer or comp.scorer
     scorer = registry.create("scorer", scorer_name, comp.scorer_options if scorer_name == comp.scorer else {})
     pruner = registry.create("pruner", comp.pruner, comp.pruner_options)
@@ -90,7 +94,7 @@ def make_candidate_student(
     ]
     student, record = build_student(
         teacher.to(device), candidate.plan, pruner, scorer, inputs.train_x[:1].to(device),
-        calibration, seed=inputs.seed,
+        calibration, seed=inputs.seed, retrain=retrain,
     )
     meta = {
         **inputs.model_meta,

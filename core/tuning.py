@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,19 @@ from prunetune.trial import run_trial
 __all__ = ["LeaderboardWriter", "RowContext", "ensure_ray", "experiment_path", "fit_trials", "trial_row", "trial_status"]
 
 
-#: Ray reads this to bind a single-machine instance to the loopback address instead of the
-#: machine's network address (its name speaks of Windows and macOS, where that is the default).
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
 def ensure_ray(address: str | None) -> None:
     """Connect to the cluster at ``address``, or start an embedded local Ray (once per process).
 
-    The embedded Ray listens on 127.0.0.1 only: nothing outside this machine needs to reach it.
+    The embedded Ray listens on 127.0.0.1 only when :func:`prunetune.search.loopback_ray` ran
+    before Ray was first imported, as ``run_search`` does.
     """
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        os.environ.setdefault(LOOPBACK_ENV, "0")
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # "local" starts a new instance even where another one on this machine could be joined.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def trial_status(metrics: Mapping[str, Any], epochs: int, error: str | None) -> str:

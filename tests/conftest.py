@@ -1,9 +1,14 @@
-"""Session-wide test settings: a private teacher cache and one thread per test process."""
+"""Session-wide test settings: a private teacher cache, one thread per test process, and one
+Ray instance (a two-node cluster on 127.0.0.1)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+from prunetune.search import loopback_ray
+
+loopback_ray()  # before anything imports Ray: test traffic stays on the loopback address
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -79,11 +84,6 @@ def ray_cluster(_private_cache: None):  # type: ignore[no-untyped-def]
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from prunetune.tuning import LOOPBACK_ENV
-
-    # Both nodes (and every subprocess driver) on 127.0.0.1: test traffic stays on loopback.
-    mp = pytest.MonkeyPatch()
-    mp.setenv(LOOPBACK_ENV, "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -91,4 +91,3 @@ def ray_cluster(_private_cache: None):  # type: ignore[no-untyped-def]
     yield cluster
     ray.shutdown()
     cluster.shutdown()
-    mp.undo()

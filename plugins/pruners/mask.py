@@ -13,27 +13,13 @@ from torch import nn
 
 from prunetune import hookimpl
 from prunetune.groups import ChannelGroup
+from prunetune.masking import KeepMasked
 from prunetune.options import EmptyConfig
 from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
 from prunetune.registry import Registry
 from prunetune.selection import select_channels
 
 __all__ = ["MaskPruner"]
-
-
-class _KeepMasked:
-    """Forward pre-hook re-zeroing masked entries, so no optimiser step can revive them."""
-
-    def __init__(self, masks: dict[str, torch.Tensor]) -> None:
-        self.masks = masks
-
-    def __call__(self, module: nn.Module, args: object) -> None:
-        with torch.no_grad():
-            for attr, mask in self.masks.items():
-                param = getattr(module, attr)
-                if mask.device != param.device:
-                    mask = self.masks[attr] = mask.to(param.device)
-                param.mul_(mask)
 
 
 def _mask_group(group: ChannelGroup, channels: Sequence[int]) -> None:
@@ -49,9 +35,7 @@ def _mask_group(group: ChannelGroup, channels: Sequence[int]) -> None:
                 mask = torch.ones(param.shape[0], dtype=param.dtype, device=param.device)
                 mask[idxs] = 0
                 masks[attr] = mask.view(-1, *([1] * (param.dim() - 1)))
-        hook = _KeepMasked(masks)
-        hook(member.module, ())
-        member.module.register_forward_pre_hook(hook)
+        KeepMasked(masks).attach(member.module)
 
 
 class MaskPruner(Pruner):

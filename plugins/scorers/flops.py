@@ -42,6 +42,9 @@ class FlopsScorer(Scorer):
     branches of different kernel sizes share a group, and between groups.
     """
 
+    # Importance over cost in model-wide units: per-group normalising would divide out the cost.
+    comparable = True
+
     @dataclasses.dataclass(frozen=True)
     class Config:
         """Options of the ``flops`` scorer.

@@ -39,3 +39,10 @@ def test_remove_cuts_every_member() -> None:
 
 def test_classifier_is_the_last_layer_to_run() -> None:
     assert classifier_name(Residual(), torch.randn(1, 3, 8, 8)) == "fc"
+
+
+def test_finding_groups_leaves_batchnorm_statistics_and_mode_alone() -> None:
+    model = Residual().train()
+    before = model.bn1.running_mean.clone()
+    find_groups(model, torch.randn(2, 3, 8, 8) + 5.0)
+    assert model.training and torch.equal(model.bn1.running_mean, before)

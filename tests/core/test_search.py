@@ -105,7 +105,7 @@ def test_a_killed_search_resumes_with_every_trial_exactly_once(tmp_path: Path, r
     ("args", "message"),
     [
         (["--space", "everything"], r"unknown search space 'everything' \(valid: kernel_only, per_layer, ratio_only, uniform\)"),
-        (["--strategy", "grid"], r"unknown strategy 'grid' \(valid: optuna\)"),
+        (["--strategy", "grid"], r"unknown strategy 'grid' \(valid: optuna, structure_diversity\)"),
         (["--strategy-opt", "sampler=cmaes"], r"sampler"),
         (["--objectives", "accuracy,beauty"], r"unknown objective beauty"),
         (["--objectives", "macs"], r"--objectives must start with accuracy"),

@@ -301,3 +301,37 @@ def test_capture_outputs_rejects_unknown_layers() -> None:
         capture_outputs(TinyConvNet(), ["nope"]),
     ):
         pass
+
+
+
+def test_brief_distill_lowers_the_loss_and_leaves_the_teacher_alone() -> None:
+    from prunetune.train import brief_distill
+
+    x, y = tiny_problem(32)
+    teacher, student = _models()
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = _hinton()
+    first = brief_distill(student, teacher, distiller, x, y, 3, CPU, batch_size=16, lr=0.05)
+    brief_distill(student, teacher, distiller, x, y, 20, CPU, batch_size=16, lr=0.05, seed=1)
+    last = brief_distill(student, teacher, distiller, x, y, 3, CPU, batch_size=16, lr=0.05)
+    assert last < first
+    assert student.training and not teacher.training
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert all(p.requires_grad for p in teacher.parameters())
+    assert math.isnan(brief_distill(student, teacher, distiller, x, y, 0, CPU))
+
+
+def test_retrainer_binds_every_call_and_draws_new_batches() -> None:
+    from prunetune.train import make_retrainer
+
+    x, y = tiny_problem(32)
+    teacher, student = _models()
+    distiller = _RecordingDistiller()
+    retrain = make_retrainer(teacher, distiller, x, y, CPU, batch_size=4)
+    retrain(student, 2)
+    distiller.example_shape = ()
+    retrain(student, 3)
+    assert distiller.example_shape == (1, 1, 8, 8), "bound again on the second call"
+    assert len(distiller.batches) == 5 and distiller.batches[0].student_logits.shape == (4, 4)
+    assert not torch.equal(distiller.batches[0].targets, distiller.batches[2].targets)

@@ -48,3 +48,16 @@ def test_masked_kernels_stay_zero_through_training() -> None:
     assert model.conv1.weight[:6].abs().sum() == 0
     assert model.stem.weight[:4].abs().sum() == 0 and model.conv2.weight[:4].abs().sum() == 0
     assert model.conv1.weight[6:].abs().sum() > 0
+
+
+def test_a_state_dict_taken_before_the_next_forward_pass_holds_the_zeros() -> None:
+    model = Residual()
+    MaskPruner(MaskPruner.Config()).prune(
+        PruneJob(model, StudentPlan(ratio=0.5), ByIndex(), ScoreContext(model, torch.randn(1, 3, 8, 8)))
+    )
+    with torch.no_grad():  # what an optimiser step may do to masked entries
+        model.conv1.weight[:6] += 1.0
+        model.bn1.bias[:6] += 1.0
+    state = model.state_dict()
+    assert state["conv1.weight"][:6].abs().sum() == 0 and state["bn1.bias"][:6].abs().sum() == 0
+    assert state["conv1.weight"][6:].abs().sum() > 0
