@@ -323,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # A reader such as `head` closed the pipe: not an error of ours or the user's.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

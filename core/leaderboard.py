@@ -71,6 +71,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("ratios", pa.string(), True, "per-group ratios as JSON {layer: ratio} (default: the plan's)"),
     ("kernels", pa.string(), True, "per-conv kernel sizes as JSON {layer: size} (default: the plan's)"),
     ("val_accuracy", pa.float64(), True, "validation accuracy, %"),
+    ("val_loss", pa.float64(), True, "validation loss (the distiller-free cross-entropy)"),
     ("test_accuracy", pa.float64(), True, "test accuracy, % (final students only, by design)"),
     ("macs", pa.int64(), True, "multiply-accumulates of one forward pass of one image"),
     ("params", pa.int64(), True, "parameter count"),

@@ -90,6 +90,7 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "ratios": json.dumps(plan["ratios"], sort_keys=True) if plan else None,
         "kernels": json.dumps(plan["kernels"], sort_keys=True) if plan else None,
         "val_accuracy": metrics.get("val_accuracy"),
+        "val_loss": metrics.get("val_loss"),
         "test_accuracy": metrics.get("test_accuracy"),
         "macs": metrics.get("macs"),
         "params": metrics.get("params"),
