@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from prunetune.errors import UsageError
+from prunetune.files import save_atomically
 from prunetune.kernels import apply_kernels
 from prunetune.models import resolve_model
 from prunetune.plan import StudentPlan
@@ -38,14 +38,7 @@ def save_student(path: str | os.PathLike[str], model: nn.Module, meta: dict[str,
         "meta": json.dumps(meta, sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=".student-", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomically(payload, path)
 
 
 def rebuild_student(registry: Registry, meta: dict[str, Any]) -> nn.Module:

@@ -47,7 +47,9 @@ class Scorer(abc.ABC):
 
     def score(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
         """Scores of ``group``'s channels: a float tensor of shape ``[group.size]``."""
-        raise NotImplementedError
+        if type(self).score_groups is Scorer.score_groups:
+            raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_groups")
+        return self.score_groups([group], ctx)[group.name]
 
     def score_groups(
         self, groups: Sequence[ChannelGroup], ctx: ScoreContext

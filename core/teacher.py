@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from torch import nn
 
 from prunetune.data import DataSplits
 from prunetune.errors import UsageError
+from prunetune.files import save_atomically
 from prunetune.train import TrainRecipe, train_supervised
 
 __all__ = [
@@ -123,18 +123,6 @@ def load_teacher_checkpoint(
     model.load_state_dict(state)
 
 
-def _save_atomically(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_cached(model: nn.Module, path: Path) -> bool:
     # A cache entry that no longer fits (model code changed under the same spec) is retrained.
     try:
@@ -164,7 +152,7 @@ def _train_and_cache(
         "recipe": dataclasses.asdict(recipe),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomically({"state_dict": state, "meta": json.loads(_canonical(what))}, path)
+    save_atomically({"state_dict": state, "meta": json.loads(_canonical(what))}, path)
 
 
 def obtain_teacher(

@@ -62,9 +62,6 @@ class FlopsScorer(Scorer):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def score(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
-        return self.score_groups([group], ctx)[group.name]
-
     def score_groups(
         self, groups: Sequence[ChannelGroup], ctx: ScoreContext
     ) -> dict[str, torch.Tensor]:

@@ -61,9 +61,6 @@ class L0Scorer(Scorer):
     def __init__(self, config: EmptyConfig) -> None:
         self.config = config
 
-    def score(self, group: ChannelGroup, ctx: ScoreContext) -> torch.Tensor:
-        return self.score_groups([group], ctx)[group.name]
-
     def score_groups(
         self, groups: Sequence[ChannelGroup], ctx: ScoreContext
     ) -> dict[str, torch.Tensor]:

@@ -10,15 +10,6 @@ from prunetune.errors import UsageError
 from prunetune.kernels import apply_kernels, change_kernel_size, kernel_layers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared machine: extra intra-op threads only spin and wait.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _net(conv: nn.Conv2d) -> nn.Module:
     """``conv`` nested two levels deep, as ``body.0.conv``."""
     torch.manual_seed(0)

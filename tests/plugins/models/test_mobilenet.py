@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from prunetune.groups import find_groups
 from prunetune.plugins.models.mobilenet import InvertedResidual, MobileNetFactory
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared machine: extra intra-op threads only spin and wait.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _build(**options) -> nn.Module:

@@ -12,15 +12,6 @@ from prunetune.plugins.models import vgg
 from prunetune.registry import Registry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared machine: extra intra-op threads only spin and wait.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(size: int = 28, **options) -> nn.Module:
     return vgg.VGGFactory(vgg.VGGFactory.Config(**options)).build(1, 10, size)
 

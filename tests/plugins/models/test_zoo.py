@@ -25,15 +25,6 @@ ZOO = [
 IDS = [name for name, *_ in ZOO]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared machine: extra intra-op threads only spin and wait.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(factory_cls: type, options: dict, in_channels: int = 1, size: int = 28) -> nn.Module:
     factory = factory_cls(factory_cls.Config(**options))
     return factory.build(in_channels, 10, size)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -19,14 +19,6 @@ from prunetune.scoring import ScoreContext, Scorer
 from tests.core.toy import ConcatDepthwise, Residual
 
 EXAMPLE = torch.randn(1, 3, 8, 8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recording(Scorer):

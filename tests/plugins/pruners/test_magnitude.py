@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,14 +16,6 @@ from prunetune.scoring import ScoreContext, Scorer
 from tests.core.toy import Residual
 
 EXAMPLE = torch.randn(1, 3, 8, 8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Unused(Scorer):
