@@ -89,7 +89,9 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("hardware", pa.string(), True, "device description, e.g. 'cpu x2' or 'NVIDIA H100'"),
     ("node", pa.string(), True, "the Ray node the trial ran on"),
     ("wall_seconds", pa.float64(), True, "the trial's wall time, s"),
-    ("overhead_seconds", pa.float64(), True, "trial time outside training and evaluation, s"),
+    ("train_seconds", pa.float64(), True, "trial time in distillation (optimizer set-up, epochs, validation), s"),
+    ("prune_seconds", pa.float64(), True, "trial time building the student (scoring, surgery), its MACs and latency, s"),
+    ("overhead_seconds", pa.float64(), True, "trial time outside training and building the student (wall - train - prune), s"),
     ("params_json", pa.string(), True, "the raw parameters the search suggested, as JSON"),
 )
 

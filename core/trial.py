@@ -2,16 +2,28 @@
 
 Runs inside a Ray Tune worker. Everything it needs arrives once through Ray's object store as a
 :class:`TrialInputs` (data tensors, the teacher's weights and its cached logits); the trial
-rebuilds components from the plugin registry of its own process.
+rebuilds components from the plugin registry of its own process. Tune reuses a worker for
+several trials, so the registry and the rebuilt teacher are kept per process
+(:func:`worker_state`), keyed by the inputs' token.
+
+Every report splits the trial's wall time (:class:`TrialClock`): ``train_seconds`` (inside
+distillation: optimizer set-up, epochs, validation; on a worker's first trial this includes
+torch's one-off import of ``torch._dynamo`` when the first optimizer is made, a few seconds),
+``prune_seconds`` (building the student, then counting its MACs and timing it) and
+``overhead_seconds`` (everything else: the worker's registry and teacher on its first trial,
+budget repair, checkpoints and reports).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +40,10 @@ from prunetune.spaces import Candidate
 from prunetune.surgery import build_student
 from prunetune.train import TrainRecipe, distill, make_retrainer
 
-__all__ = ["ComponentChoice", "TrialInputs", "build_teacher", "make_candidate_student", "run_trial"]
+__all__ = [
+    "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher", "make_candidate_student",
+    "run_trial", "worker_state",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +60,12 @@ class ComponentChoice:
 
 @dataclasses.dataclass
 class TrialInputs:
-    """What every trial shares, put into Ray's object store once per search."""
+    """What every trial shares, put into Ray's object store once per search.
+
+    Treated as immutable once made: ``token`` (new for every instance made, kept by pickling)
+    names these inputs in the workers' caches, so a changed copy must be a new instance
+    (``dataclasses.replace`` makes one).
+    """
 
     model_meta: dict[str, Any]  # model, model_options, input_shape, num_classes
     teacher_state: dict[str, torch.Tensor]
@@ -66,6 +86,7 @@ class TrialInputs:
     cpus_per_trial: float
     gpus_per_trial: float
     calibration_batches: int = 4
+    token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex, init=False)
 
 
 def build_teacher(registry: Registry, meta: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -126,6 +147,73 @@ def _device(inputs: TrialInputs) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerState:
+    """What a worker process keeps between the trials of one search it runs."""
+
+    token: str
+    registry: Registry
+    teacher: nn.Module  # on ``device``, eval mode; trials only copy it or use it frozen
+    cpu_teacher: nn.Module  # ``teacher`` itself on a CPU device, else a CPU copy: budget counts run on the CPU
+    device: torch.device
+
+
+_STATE: WorkerState | None = None
+
+
+def worker_state(inputs: TrialInputs) -> WorkerState:
+    """This process's registry and teacher for ``inputs``: made on the first trial of a search,
+    reused by the next ones (only the latest search's are kept)."""
+    global _STATE
+    if _STATE is None or _STATE.token != inputs.token:
+        _STATE = None  # frees the previous search's teacher before the next is built
+        registry = Host.create().registry
+        device = _device(inputs)
+        cpu_teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
+        teacher = cpu_teacher if device.type == "cpu" else copy.deepcopy(cpu_teacher).to(device)
+        _STATE = WorkerState(inputs.token, registry, teacher, cpu_teacher, device)
+    return _STATE
+
+
+class TrialClock:
+    """Where a trial's wall time went: training, building the student, and the rest."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.spent = {"train": 0.0, "prune": 0.0}
+        self._part: str | None = None
+        self._since = 0.0
+
+    def start(self, part: str) -> None:
+        """Count the time from now on to ``part`` (``train`` or ``prune``) until :meth:`stop`."""
+        self.stop()
+        self._part, self._since = part, time.perf_counter()
+
+    def stop(self) -> None:
+        """Stop counting to the current part (nothing when none is counting)."""
+        if self._part is not None:
+            self.spent[self._part] += time.perf_counter() - self._since
+            self._part = None
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        self.start(part)
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def seconds(self) -> dict[str, float]:
+        """``trial_seconds`` so far and its split; the overhead is what is neither of the parts."""
+        now = time.perf_counter()
+        spent = dict(self.spent)
+        if self._part is not None:
+            spent[self._part] += now - self._since
+        total = now - self.started
+        return {"trial_seconds": total, "train_seconds": spent["train"], "prune_seconds": spent["prune"],
+                "overhead_seconds": total - spent["train"] - spent["prune"]}
+
+
 def _node_id() -> str | None:
     try:
         import ray
@@ -139,49 +227,47 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
     """The Ray Tune trainable: report metrics (and a checkpoint) after every epoch."""
     from ray import tune
 
-    started = time.perf_counter()
+    clock = TrialClock()
     torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
-    device = _device(inputs)
-    registry = Host.create().registry
+    state = worker_state(inputs)
+    registry, teacher, device = state.registry, state.teacher, state.device
     params = {k: v for k, v in config.items()}
     candidate = Candidate.from_params(params, inputs.round_to)
-    teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
     shape = tuple(inputs.model_meta["input_shape"])
     base = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True, "repaired": False}
 
     if inputs.budget_macs is not None:
-        fix = repair(teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
+        fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
         candidate = dataclasses.replace(candidate, plan=fix.plan)
         base.update(feasible=fix.feasible, repaired=fix.repaired)
         if not fix.feasible:
             # Never trained: reported once so the searcher learns the region is out of budget.
             tune.report({**base, "epoch": 0, "val_accuracy": 0.0, "macs": fix.macs,
                          "macs_fraction": fix.macs / inputs.teacher_macs, "plan": json.dumps(fix.plan.to_dict()),
-                         "trial_seconds": time.perf_counter() - started, "overhead_seconds": time.perf_counter() - started})
+                         **clock.seconds()})
             return
 
-    student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
+    with clock.timing("prune"):
+        student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
+        macs, n_params = count_macs_params(student, shape)
+        latency = {"latency_b1_ms": cpu_latency_ms(student, shape, 1, 10),
+                   "latency_b256_ms": cpu_latency_ms(student, shape, 256, 3)}
     distiller = candidate_distiller(registry, inputs, candidate)
-    macs, n_params = count_macs_params(student, shape)
-    measure_start = time.perf_counter()
-    latency = {"latency_b1_ms": cpu_latency_ms(student, shape, 1, 10), "latency_b256_ms": cpu_latency_ms(student, shape, 256, 3)}
-    measured = time.perf_counter() - measure_start
     fixed = {**base, **latency, "macs": macs, "params": n_params, "macs_fraction": macs / inputs.teacher_macs,
              "plan": json.dumps(candidate.plan.to_dict(), sort_keys=True), "scorer": meta["scorer"],
              "distiller": meta["distiller"]}
-    work = {"seconds": measured}
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        work["seconds"] += metrics["seconds"]
+        clock.stop()  # saving and reporting are overhead, not training
         with tempfile.TemporaryDirectory() as folder:
             save_student(Path(folder) / "student.pt", student, meta)
-            total = time.perf_counter() - started
             report = {**fixed, "epoch": epoch, "val_accuracy": metrics["val_accuracy"],
-                      "val_loss": metrics["val_loss"], "train_loss": metrics["train_loss"],
-                      "trial_seconds": total, "overhead_seconds": total - work["seconds"]}
+                      "val_loss": metrics["val_loss"], "train_loss": metrics["train_loss"], **clock.seconds()}
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+        clock.start("train")
 
     recipe = TrainRecipe(epochs=inputs.epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
     logits = inputs.teacher_logits if distiller.uses_teacher else None
-    distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
-            val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
+    with clock.timing("train"):
+        distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
+                val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)

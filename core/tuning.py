@@ -108,6 +108,8 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "hardware": ctx.hardware,
         "node": metrics.get("node"),
         "wall_seconds": metrics.get("trial_seconds"),
+        "train_seconds": metrics.get("train_seconds"),
+        "prune_seconds": metrics.get("prune_seconds"),
         "overhead_seconds": metrics.get("overhead_seconds"),
         "params_json": metrics.get("params_json"),
     }
@@ -186,6 +188,9 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent,
+            # A worker runs trial after trial (Ray's default starts a process per trial), so it
+            # imports torch, loads the plugins and rebuilds the teacher once (see worker_state).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, callbacks=[writer],

@@ -96,6 +96,17 @@ def test_missing_or_empty_folder_reads_nothing(tmp_path: Path) -> None:
     assert Leaderboard(tmp_path / "empty").rows() == []
 
 
+def test_files_from_before_the_time_split_read_with_nulls(tmp_path: Path) -> None:
+    # A file written when the schema had overhead_seconds but no train/prune seconds.
+    board = Leaderboard(tmp_path)
+    path = board.write([row("old", overhead_seconds=2.5)], key="old")
+    old = pq.read_table(path).drop_columns(["train_seconds", "prune_seconds"])
+    pq.write_table(old, path)
+    board.write([row("new", seconds=1, train_seconds=9.0, prune_seconds=1.0, overhead_seconds=0.5)], key="new")
+    split = {r["trial_id"]: (r["train_seconds"], r["prune_seconds"], r["overhead_seconds"]) for r in board.rows()}
+    assert split == {"old": (None, None, 2.5), "new": (9.0, 1.0, 0.5)}
+
+
 def test_writing_a_key_again_replaces_its_rows(tmp_path: Path) -> None:
     board = Leaderboard(tmp_path)
     board.write([row("t0", status="stopped", val_accuracy=50.0)], key="r1-t0")

@@ -32,7 +32,9 @@ def _spec(tmp_path: Path, **changes: object) -> SearchSpec:
 
 
 def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
-    spec = _spec(tmp_path, name="two-nodes", num_samples=4, max_macs=0.3, address=ray_cluster.address)
+    # Two workers start at once: without a concurrency limit Tune starts one at a time, and as
+    # it reuses workers, trials this short would all run on the first one before a second starts.
+    spec = _spec(tmp_path, name="two-nodes", num_samples=4, max_concurrent=2, max_macs=0.3, address=ray_cluster.address)
     summary = run_search(spec, echo=lambda _: None)
     rows = Leaderboard(spec.leaderboard).rows(run_id="two-nodes")
     trials = [r for r in rows if r["kind"] == "trial"]
@@ -45,8 +47,13 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     best = max(trials, key=lambda r: r["val_accuracy"])
     assert finals[0]["trial_id"] == f"final-{best['trial_id']}"
     assert finals[0]["test_accuracy"] is not None and finals[0]["macs_fraction"] <= 0.3 + 1e-9
-    assert all(r["overhead_seconds"] is not None and r["wall_seconds"] > 0 for r in trials)
+    assert all(r["train_seconds"] > 0 and r["prune_seconds"] > 0 and r["overhead_seconds"] >= 0 for r in trials)
+    assert all(r["wall_seconds"] == pytest.approx(r["train_seconds"] + r["prune_seconds"] + r["overhead_seconds"])
+               for r in trials)
     run_dir = Path(summary["run_dir"])
+    # Tune reused the workers: four trials ran in fewer than four processes.
+    pids = {json.loads(f.read_text().splitlines()[-1])["pid"] for f in (run_dir / "tune").glob("*/result.json")}
+    assert 1 <= len(pids) < 4
     assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "summary.txt").is_file()
     saved, now = evaluate_checkpoint(str(run_dir / "best_student.pt"), device="cpu")
