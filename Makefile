@@ -30,5 +30,11 @@ test: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info runs
 
+# The README's benchmark tables (about 1.5 hours on 2 cores). quality.py reads full
+# Fashion-MNIST from FASHION_MNIST (IDX files; Debian's dataset-fashion-mnist by default).
+FASHION_MNIST ?= $(firstword $(wildcard ../shared/data/fashion-mnist) /usr/share/datasets/fashion-mnist)
+
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/compress_resnet.py
+	$(PY) benchmarks/compress_resnet.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/quality.py --data $(FASHION_MNIST)

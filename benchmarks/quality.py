@@ -32,6 +32,7 @@ import torch
 
 from prunetune.budget import repair
 from prunetune.data import DataSplits
+from prunetune.errors import UsageError
 from prunetune.host import Host
 from prunetune.measure import count_macs_params, measure
 from prunetune.plan import StudentPlan
@@ -227,7 +228,10 @@ def main() -> None:
     started = time.perf_counter()
 
     registry = Host.create().registry
-    data = registry.create("dataset", "idx", {"path": args.data, "limit": args.limit}).load(0, 0.1)
+    try:
+        data = registry.create("dataset", "idx", {"path": args.data, "limit": args.limit}).load(0, 0.1)
+    except UsageError as exc:
+        parser.error(f"{exc} (pass --data IDX_FOLDER)")
     teacher, teacher_path, source = fixed_teacher(registry, data, args.teacher_epochs, args.out)
     print(f"teacher: {source}", flush=True)
     logits = teacher_logits_for(teacher, data.train_x, CPU)
@@ -241,8 +245,9 @@ def main() -> None:
     saved = json.loads(store.read_text()) if store.is_file() else {}
     results = saved.get("results", []) if saved.get("settings") == settings else []
     done = {(r["method"], r["budget"], r["seed"]) for r in results}
-    for budget in (float(b) for b in args.budgets.split(",")):
-        for seed in (int(s) for s in args.seeds.split(",")):
+    # Seeds outermost: a run cut short still has every budget and method for its first seeds.
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for budget in (float(b) for b in args.budgets.split(",")):
             for method in args.methods:
                 if (method, budget, seed) in done:
                     continue

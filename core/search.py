@@ -31,7 +31,9 @@ from prunetune.leaderboard import Leaderboard
 from prunetune.measure import count_macs_params
 from prunetune.models import resolve_model
 from prunetune.plan import StudentPlan
-from prunetune.spaces import ModelStructure
+from prunetune.registry import Registry
+from prunetune.sensitivity import group_sensitivity, sensitivity_plan
+from prunetune.spaces import ModelStructure, SearchSpace
 from prunetune.teacher import obtain_teacher
 from prunetune.train import TrainRecipe, evaluate, teacher_logits_for
 from prunetune.trial import ComponentChoice, TrialInputs
@@ -154,6 +156,13 @@ class SearchRun:
     inputs: TrialInputs
     baseline: dict[str, Any] | None
     versions: dict[str, str]
+    seeded: dict[str, Any] | None = None
+
+    @property
+    def first_points(self) -> list[dict[str, Any]]:
+        """What the searcher evaluates first: the uniform plan, then the sensitivity plan."""
+        points = [p for p in (self.baseline, self.seeded) if p]
+        return [p for i, p in enumerate(points) if p not in points[:i]]
 
 
 def _git_revision() -> str | None:
@@ -232,6 +241,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     space = registry.create("search_space", spec.space, spec.space_options)
     uniform = _uniform_ratio(teacher, budget, example.cpu(), spec)
     baseline = space.baseline(structure, uniform)
+    seeded = _sensitivity_point(registry, spec, space, structure, teacher, data, budget, uniform)
     inputs = TrialInputs(
         model_meta=meta, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,
@@ -243,7 +253,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial,
     )
     return SearchRun(spec, run_id, run_dir, host, data, teacher.cpu(), source, teacher_macs, teacher_val,
-                     structure, inputs, baseline, versions)
+                     structure, inputs, baseline, versions, seeded)
 
 
 def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.Tensor, spec: SearchSpec) -> float:
@@ -252,6 +262,23 @@ def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.
         return 0.5
     fix = repair(teacher.cpu(), StudentPlan(ratio=0.0, round_to=spec.round_to), budget, example, spec.max_ratio)
     return max(fix.plan.ratios.values(), default=fix.plan.ratio)
+
+
+def _sensitivity_point(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
+                       teacher: torch.nn.Module, data: DataSplits, budget: int | None,
+                       uniform: float) -> dict[str, Any] | None:
+    """The plan that cuts the groups least hurt by pruning hardest, within the budget, in the
+    space's terms; None without a budget or where the space has no per-group ratios."""
+    if budget is None or space.with_ratios(structure, {}) is None:
+        return None
+    # Training images: validation ranks the trials and stays unseen until then.
+    x, y = data.train_x[:512].cpu(), data.train_y[:512].cpu()
+    calibration = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+    teacher = teacher.cpu()
+    sensitivity = group_sensitivity(teacher, list(structure.groups), uniform, registry.create("pruner", "channel"),
+                                    registry.create("scorer", spec.scorer, spec.scorer_options), x, y, calibration)
+    plan = sensitivity_plan(teacher, sensitivity, budget, x[:1], spec.max_ratio)
+    return space.with_ratios(structure, plan.ratios) if plan is not None else None
 
 
 def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = None,

@@ -91,6 +91,12 @@ class SearchSpace(abc.ABC):
         the standard recipe is always among the trials; None when the space cannot express it."""
         return None
 
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any] | None:
+        """Parameters of the plan with these per-group ratios (and the teacher's kernels) in this
+        space's terms, evaluated early as a seeded start; None when the space has no per-group
+        ratios."""
+        return None
+
     def constants(self) -> dict[str, Any]:
         """Parameters this space fixes rather than searches, in the same names as the suggested
         ones; the trial merges them into the suggested parameters (``trial.params | constants``)

@@ -177,7 +177,7 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
     strategy = registry.create("strategy", spec.strategy, spec.strategy_options)
     metrics = [OBJECTIVES[o][0] for o in spec.objectives]
     modes = [OBJECTIVES[o][1] for o in spec.objectives]
-    points = [run.baseline] if run.baseline else []
+    points = run.first_points
     searcher = strategy.searcher(DefineByRun(space, run.structure), metrics, modes, spec.seed, points)
     scheduler = (
         ASHAScheduler(metric="val_accuracy", mode="max", max_t=spec.epochs, grace_period=1, time_attr="epoch")

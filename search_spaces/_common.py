@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prunetune.spaces import KERNEL_PREFIX, RATIO_PREFIX, ModelStructure
@@ -26,6 +26,7 @@ __all__ = [
     "check_kernel_sizes",
     "check_ratio",
     "check_ratio_options",
+    "group_ratio_params",
     "nearest_kernel",
     "ratio_grid_top",
     "snap_ratio",
@@ -112,6 +113,14 @@ def snap_ratio(ratio: float, max_ratio: float, step: float | None) -> float:
     if step is not None:
         ratio = round(step * math.ceil(ratio / step - 1e-9), _DECIMALS)
     return min(max(ratio, 0.0), top)
+
+
+def group_ratio_params(
+    structure: ModelStructure, ratios: Mapping[str, float], max_ratio: float, step: float | None
+) -> dict[str, Any]:
+    """``ratio:<group>`` for every group of ``structure``, each snapped onto the grid (see
+    :func:`snap_ratio`); a group missing from ``ratios`` gets 0."""
+    return {RATIO_PREFIX + g: snap_ratio(ratios.get(g, 0.0), max_ratio, step) for g in structure.groups}
 
 
 def suggest_ratio(trial: optuna.Trial, name: str, max_ratio: float, step: float | None) -> float:

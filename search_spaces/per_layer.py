@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
@@ -13,12 +14,12 @@ from prunetune.search_spaces._common import (
     check_choices,
     check_kernel_sizes,
     check_ratio_options,
-    snap_ratio,
+    group_ratio_params,
     suggest_choices,
     suggest_group_ratios,
     suggest_kernels,
 )
-from prunetune.spaces import RATIO_PREFIX, ModelStructure, SearchSpace
+from prunetune.spaces import ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -72,9 +73,11 @@ class PerLayerSpace(SearchSpace):
         suggest_choices(trial, cfg)
 
     def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+        return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))
+
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any]:
         cfg = self.config
-        snapped = snap_ratio(ratio, cfg.max_ratio, cfg.ratio_step)
-        params: dict[str, Any] = {RATIO_PREFIX + group: snapped for group in structure.groups}
+        params = group_ratio_params(structure, ratios, cfg.max_ratio, cfg.ratio_step)
         return params | baseline_kernels(structure, cfg.kernel_sizes) | baseline_choices(cfg)
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
     baseline_choices,
-    snap_ratio,
+    group_ratio_params,
     suggest_choices,
     suggest_group_ratios,
 )
-from prunetune.spaces import RATIO_PREFIX, ModelStructure, SearchSpace
+from prunetune.spaces import ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
@@ -39,9 +40,11 @@ class RatioOnlySpace(SearchSpace):
         suggest_choices(trial, self.config)
 
     def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+        return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))
+
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any]:
         cfg = self.config
-        snapped = snap_ratio(ratio, cfg.max_ratio, cfg.ratio_step)
-        params: dict[str, Any] = {RATIO_PREFIX + group: snapped for group in structure.groups}
+        params = group_ratio_params(structure, ratios, cfg.max_ratio, cfg.ratio_step)
         return params | baseline_choices(cfg)
 
 
