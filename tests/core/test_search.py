@@ -18,7 +18,9 @@ from prunetune.checkpoint import load_student
 from prunetune.evaluate import evaluate_checkpoint
 from prunetune.host import Host
 from prunetune.leaderboard import Leaderboard
-from prunetune.search import SearchSpec, run_search
+from prunetune.budget import student_macs
+from prunetune.search import SearchSpec, prepare_search, run_search
+from prunetune.spaces import Candidate
 
 TINY = dict(
     dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=1,
@@ -29,6 +31,16 @@ TINY = dict(
 def _spec(tmp_path: Path, **changes: object) -> SearchSpec:
     base = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), **TINY)  # type: ignore[arg-type]
     return dataclasses.replace(base, **changes)
+
+
+def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plan(tmp_path: Path) -> None:
+    run = prepare_search(_spec(tmp_path, max_macs=0.3), echo=lambda _: None)
+    assert run.first_points == [run.baseline, run.seeded]
+    plan = Candidate.from_params(run.seeded or {}).plan
+    assert len(set(plan.ratios.values())) > 1  # not the uniform plan again
+    assert student_macs(run.teacher, plan, run.data.train_x[:1]) <= run.inputs.budget_macs
+    unbudgeted = prepare_search(_spec(tmp_path, name="no-budget"), echo=lambda _: None)
+    assert unbudgeted.seeded is None and unbudgeted.first_points == [unbudgeted.baseline]
 
 
 def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]

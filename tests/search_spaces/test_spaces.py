@@ -136,6 +136,25 @@ def test_baseline_is_the_uniform_plan_with_the_teacher_kernels(name, teacher, ex
     assert dict(candidate.distiller_options) == {"T": 4.0, "alpha": 0.9}
 
 
+@pytest.mark.parametrize("name", ["per_layer", "ratio_only"])
+def test_with_ratios_gives_each_group_its_ratio_on_the_grid(name, teacher, example, structure):
+    space = make_space(name, max_ratio="0.5", ratio_step="0.1")
+    first, second, *rest = structure.groups
+    params = space.with_ratios(structure, {first: 0.12, second: 0.7})
+    trial = optuna.trial.FixedTrial(params)
+    space.suggest(trial, structure)  # a point the space itself could suggest
+    assert trial.params == params
+    _, ratios = check_plan(teacher, example, params)
+    assert (ratios[first], ratios[second]) == (0.2, 0.5)  # up onto the grid; clipped to its top
+    assert all(ratios[g] == 0.0 for g in rest)
+    assert space.baseline(structure, 0.33) == space.with_ratios(structure, dict.fromkeys(structure.groups, 0.33))
+
+
+@pytest.mark.parametrize("name", ["uniform", "kernel_only"])
+def test_spaces_without_group_ratios_give_no_seeded_point(name, structure):
+    assert make_space(name).with_ratios(structure, dict.fromkeys(structure.groups, 0.5)) is None
+
+
 def test_per_layer_baseline_takes_the_nearest_kernel_size(structure):
     baseline = make_space("per_layer", kernel_sizes="5,7").baseline(structure, 0.9)
     assert {v for k, v in baseline.items() if k.startswith("kernel:")} == {5}

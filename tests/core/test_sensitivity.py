@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunetune.budget import student_macs
+from prunetune.host import Host
+from prunetune.measure import count_macs_params
+from prunetune.plan import StudentPlan
+from prunetune.plugins.models.resnet import ResNetFactory
+from prunetune.sensitivity import group_sensitivity, sensitivity_plan
+from prunetune.spaces import ModelStructure
+from prunetune.surgery import build_student
+
+EXAMPLE = torch.zeros(1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> nn.Module:
+    torch.manual_seed(0)
+    return ResNetFactory(ResNetFactory.Config(width=8)).build(1, 10, 28).eval()
+
+
+@pytest.fixture(scope="module")
+def groups(teacher: nn.Module) -> list[str]:
+    return list(ModelStructure.of(teacher, EXAMPLE).groups)
+
+
+def test_sensitivity_is_the_loss_rise_of_pruning_one_group_alone(teacher, groups):
+    registry = Host.create().registry
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    scores = group_sensitivity(teacher, groups, 0.5, registry.create("pruner", "channel"),
+                               registry.create("scorer", "l1"), x, y)
+    assert set(scores) == set(groups)
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # teacher untouched
+    with torch.no_grad():
+        base = nn.functional.cross_entropy(teacher(x), y).item()
+    name = groups[1]
+    student, _ = build_student(teacher, StudentPlan(ratios={name: 0.5}), registry.create("pruner", "channel"),
+                               registry.create("scorer", "l1"), x[:1])
+    with torch.no_grad():
+        assert scores[name] == pytest.approx(nn.functional.cross_entropy(student.eval()(x), y).item() - base)
+    assert len(set(scores.values())) > 1
+
+
+def test_the_plan_cuts_the_least_sensitive_group_hardest_and_fits_the_budget(teacher, groups):
+    budget = int(0.3 * count_macs_params(teacher, (1, 28, 28))[0])
+    sensitivity = {g: 1.0 for g in groups} | {groups[0]: 4.0, groups[-1]: 0.25}
+    plan = sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9)
+    assert plan is not None
+    ratios = plan.ratios
+    assert ratios[groups[-1]] > ratios[groups[1]] > ratios[groups[0]]
+    assert ratios[groups[1]] == pytest.approx(2 * ratios[groups[0]])  # (4 / 1) ** 0.5
+    assert student_macs(teacher, plan, EXAMPLE) <= budget
+    # The smallest scale that fits: a little less pruning everywhere goes over the budget.
+    looser = StudentPlan(ratios={g: max(r - 0.02, 0.0) for g, r in ratios.items()})
+    assert student_macs(teacher, looser, EXAMPLE) > budget
+
+
+def test_power_zero_gives_the_uniform_plan(teacher, groups):
+    budget = int(0.5 * count_macs_params(teacher, (1, 28, 28))[0])
+    plan = sensitivity_plan(teacher, dict(zip(groups, range(1, len(groups) + 1))), budget, EXAMPLE, 0.9, power=0.0)
+    assert plan is not None and len(set(plan.ratios.values())) == 1
+
+
+def test_no_plan_when_even_the_largest_ratios_do_not_fit(teacher, groups):
+    assert sensitivity_plan(teacher, {g: 1.0 for g in groups}, 1, EXAMPLE, max_ratio=0.5) is None
