@@ -53,11 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Teacher (checkpoint, cache, or trained once) -> kernel changes -> pruning "
         "-> distillation -> fine-tuning -> measurement on the test split.",
     )
-    c.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
-    c.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo, bundled)")
-    c.add_argument("--scorer", default="l1", help="which channels matter (default: l1)")
-    c.add_argument("--pruner", default="channel", help="how to cut (default: channel)")
-    c.add_argument("--distiller", default="hinton", help="how to teach (default: hinton)")
+    _add_job_arguments(c, "peak SGD learning rate of distillation; fine-tuning uses a tenth (default: 0.02)")
     c.add_argument("--ratio", type=float, default=None,
                    help="pruning ratio of every group, in [0, 1) (default: the plan file's, else 0.5)")
     c.add_argument("--layer-ratio", type=_kv, action="append", default=[], metavar="LAYER=RATIO",
@@ -71,16 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
     c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
     c.add_argument("--finetune-epochs", type=int, default=1, help="cross-entropy fine-tuning epochs after distillation (default: 1)")
-    c.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
-    c.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
-    c.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
-    c.add_argument("--batch-size", type=int, default=64, help="of every training stage (default: 64)")
-    c.add_argument("--lr", type=float, default=0.02, help="peak SGD learning rate of distillation; fine-tuning uses a tenth (default: 0.02)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     c.add_argument("--out", default="student.pt", help="where to write the student (default: student.pt)")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_component_options(c, ("model", "dataset", "scorer", "pruner", "distiller"))
 
     _add_search_parser(sub)
@@ -92,6 +80,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
+    """The options compress and search share (:class:`prunetune.jobspec.JobSpec`)."""
+    p.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
+    p.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo, bundled)")
+    p.add_argument("--scorer", default="l1", help="which channels matter (default: l1)")
+    p.add_argument("--pruner", default="channel", help="how to cut (default: channel)")
+    p.add_argument("--distiller", default="hinton", help="how to teach (default: hinton)")
+    p.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
+    p.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
+    p.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
+    p.add_argument("--batch-size", type=int, default=64, help="of every training stage (default: 64)")
+    p.add_argument("--lr", type=float, default=0.02, help=lr_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation (default: 0.1)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def _add_search_parser(sub: Any) -> None:
     s = sub.add_parser(
         "search",
@@ -101,14 +106,10 @@ def _add_search_parser(sub: Any) -> None:
         "measured once on the test split and saved as best_student.pt in the run folder.",
     )
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted search in RUN_DIR (other options are taken from it)")
-    s.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
-    s.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo)")
+    _add_job_arguments(s, "peak SGD learning rate of every trial's and the kept student's distillation (default: 0.02)")
     s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
     s.add_argument("--strategy", default="optuna", help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
                    "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")
-    s.add_argument("--scorer", default="l1")
-    s.add_argument("--pruner", default="channel")
-    s.add_argument("--distiller", default="hinton")
     s.add_argument("--max-macs", type=float, default=None, metavar="FRACTION",
                    help="MACs budget relative to the teacher, e.g. 0.25; over-budget plans are repaired before training")
     s.add_argument("--max-ratio", type=float, default=0.9, help="no group is cut by more than this (default: 0.9)")
@@ -123,17 +124,9 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--storage", default=None, help="where Tune keeps the experiment: a folder or a URI such as s3://bucket/path (default: the run folder)")
     s.add_argument("--epochs", type=int, default=2, help="distillation epochs per trial (default: 2)")
     s.add_argument("--final-epochs", type=int, default=5, help="distillation epochs of the kept student (default: 5)")
-    s.add_argument("--teacher-epochs", type=int, default=15)
-    s.add_argument("--teacher-lr", type=float, default=0.1)
-    s.add_argument("--teacher-checkpoint", default=None, metavar="PATH")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--lr", type=float, default=0.02)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--val-fraction", type=float, default=0.1)
     s.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
     s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
     s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
-    s.add_argument("--quiet", action="store_true", help="no progress output")
     _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
 
 
@@ -195,23 +188,30 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compress(args: argparse.Namespace) -> int:
-    from prunetune.compress import CompressSpec, run_compress
+def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings compress and search share (:class:`prunetune.jobspec.JobSpec`)."""
     from prunetune.options import parse_options
-    from prunetune.report import side_by_side
 
-    spec = CompressSpec(
-        model=args.model, dataset=args.dataset, scorer=args.scorer, pruner=args.pruner,
-        distiller=args.distiller, plan=_plan_from_args(args),
+    return dict(
+        model=args.model, dataset=args.dataset, scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
         model_options=parse_options(args.model_opt, "model"),
         dataset_options=parse_options(args.dataset_opt, "dataset"),
         scorer_options=parse_options(args.scorer_opt, "scorer"),
         pruner_options=parse_options(args.pruner_opt, "pruner"),
         distiller_options=parse_options(args.distiller_opt, "distiller"),
-        epochs=args.epochs, finetune_epochs=args.finetune_epochs, teacher_epochs=args.teacher_epochs,
-        teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, val_fraction=args.val_fraction, device=args.device, out=args.out,
+        teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
         progress=not args.quiet,
+    )
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from prunetune.compress import CompressSpec, run_compress
+    from prunetune.report import side_by_side
+
+    spec = CompressSpec(
+        **_job_settings(args), plan=_plan_from_args(args), epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs, device=args.device, out=args.out,
     )
     result = run_compress(spec)
     print(side_by_side(result.teacher, result.student))
@@ -247,23 +247,15 @@ def _search_spec(args: argparse.Namespace) -> Any:
             raise UsageError(f"{args.resume!r} is not a run folder (it has no {SPEC_FILE})")
         return SearchSpec.from_json(path.read_text())
     return SearchSpec(
-        model=args.model, dataset=args.dataset, space=args.space, strategy=args.strategy,
-        scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
-        model_options=parse_options(args.model_opt, "model"),
-        dataset_options=parse_options(args.dataset_opt, "dataset"),
+        **_job_settings(args), space=args.space, strategy=args.strategy,
         space_options=parse_options(args.space_opt, "search space"),
         strategy_options=parse_options(args.strategy_opt, "strategy"),
-        scorer_options=parse_options(args.scorer_opt, "scorer"),
-        pruner_options=parse_options(args.pruner_opt, "pruner"),
-        distiller_options=parse_options(args.distiller_opt, "distiller"),
         max_macs=args.max_macs, max_ratio=args.max_ratio, round_to=args.round_to,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         num_samples=args.num_samples, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler,
         address=args.address, storage=args.storage, epochs=args.epochs, final_epochs=args.final_epochs,
-        teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
-        run_root=args.runs, name=args.name, leaderboard=args.leaderboard, progress=not args.quiet,
+        run_root=args.runs, name=args.name, leaderboard=args.leaderboard,
     )
 
 

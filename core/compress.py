@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from prunetune.devices import select_device
 from prunetune.errors import UsageError
 from prunetune.groups import find_groups
 from prunetune.host import Host
+from prunetune.jobspec import JobSpec
 from prunetune.kernels import apply_kernels
 from prunetune.measure import Measurement, measure
 from prunetune.models import ModelFactory, resolve_model
@@ -36,45 +37,21 @@ __all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan"
 
 
 @dataclasses.dataclass(frozen=True)
-class CompressSpec:
-    """Everything ``prunetune compress`` takes."""
+class CompressSpec(JobSpec):
+    """Everything ``prunetune compress`` takes: the shared settings, the plan and its stages."""
 
-    model: str = "resnet"
-    dataset: str = "fashion_mnist_demo"
-    scorer: str = "l1"
-    pruner: str = "channel"
-    distiller: str = "hinton"
     plan: StudentPlan = dataclasses.field(default_factory=lambda: StudentPlan(ratio=0.5))
-    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 3
     finetune_epochs: int = 1
-    teacher_epochs: int = 15
-    teacher_lr: float = 0.1
-    teacher_checkpoint: str | None = None
-    batch_size: int = 64
-    lr: float = 0.02
-    seed: int = 0
-    val_fraction: float = 0.1
     calibration_batches: int = 4
     device: str = "auto"
     out: str | None = "student.pt"
-    progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "finetune_epochs", "teacher_epochs", "calibration_batches"):
+        super().__post_init__()
+        for name in ("epochs", "finetune_epochs", "calibration_batches"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        for name in ("lr", "teacher_lr"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
 
 @dataclasses.dataclass

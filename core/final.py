@@ -21,7 +21,7 @@ from prunetune.report import side_by_side
 from prunetune.search import SearchRun
 from prunetune.spaces import Candidate
 from prunetune.train import TrainRecipe, distill, evaluate
-from prunetune.trial import TrialInputs, build_teacher, candidate_distiller, make_candidate_student
+from prunetune.trial import TrialInputs, candidate_distiller, make_candidate_student, worker_state
 from prunetune.tuning import RowContext, ensure_ray, trial_row
 
 __all__ = ["choose_trials", "finish_run", "train_final"]
@@ -47,12 +47,9 @@ def _candidate(row: Mapping[str, Any]) -> Candidate:
 
 def train_final(inputs: TrialInputs, candidate: Candidate, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Build and distil one student from the teacher; ``(cpu state_dict, description)``."""
-    from prunetune.host import Host
-
     torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
-    device = torch.device("cuda" if inputs.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
-    registry = Host.create().registry
-    teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
+    state = worker_state(inputs)  # a worker that ran trials of this search has it already
+    registry, teacher, device = state.registry, state.teacher, state.device
     student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
     distiller = candidate_distiller(registry, inputs, candidate)
     recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)

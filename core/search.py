@@ -27,6 +27,7 @@ from prunetune.data import DataSplits
 from prunetune.devices import select_device
 from prunetune.errors import UsageError
 from prunetune.host import Host
+from prunetune.jobspec import JobSpec
 from prunetune.leaderboard import Leaderboard
 from prunetune.measure import count_macs_params
 from prunetune.models import resolve_model
@@ -61,23 +62,14 @@ SPEC_FILE = "search.json"
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchSpec:
-    """Everything ``prunetune search`` takes. Serialised to ``search.json`` for ``--resume``."""
+class SearchSpec(JobSpec):
+    """Everything ``prunetune search`` takes: the shared settings, then the search's own.
+    Serialised to ``search.json`` for ``--resume``."""
 
-    model: str = "resnet"
-    dataset: str = "fashion_mnist_demo"
     space: str = "per_layer"
     strategy: str = "optuna"
-    scorer: str = "l1"
-    pruner: str = "channel"
-    distiller: str = "hinton"
-    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     space_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     strategy_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_macs: float | None = None
     max_ratio: float = 0.9
     round_to: int | None = None
@@ -91,19 +83,12 @@ class SearchSpec:
     storage: str | None = None
     epochs: int = 2
     final_epochs: int = 5
-    teacher_epochs: int = 15
-    teacher_lr: float = 0.1
-    teacher_checkpoint: str | None = None
-    batch_size: int = 64
-    lr: float = 0.02
-    seed: int = 0
-    val_fraction: float = 0.1
     run_root: str = "runs"
     name: str | None = None
     leaderboard: str = "leaderboard"
-    progress: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks = [
             (self.max_macs is None or 0.0 < self.max_macs <= 1.0, f"--max-macs must be in (0, 1], got {self.max_macs}"),
             (0.0 < self.max_ratio < 1.0, f"--max-ratio must be in (0, 1), got {self.max_ratio}"),
@@ -113,10 +98,7 @@ class SearchSpec:
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be 0 or more, got {self.gpus_per_trial}"),
             (self.scheduler in ("fifo", "asha"), f"--scheduler must be fifo or asha, got {self.scheduler!r}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.final_epochs >= 0 and self.teacher_epochs >= 0, "--final-epochs and --teacher-epochs must be 0 or more"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0 and self.teacher_lr > 0, "--lr and --teacher-lr must be positive"),
-            (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.final_epochs >= 0, f"--final-epochs must be 0 or more, got {self.final_epochs}"),
             (len(self.objectives) >= 1 and self.objectives[0] == "accuracy",
              f"--objectives must start with accuracy, got {','.join(self.objectives)}"),
         ]

@@ -22,7 +22,7 @@ from prunetune.search import OBJECTIVES, SearchRun, SearchSpec
 from prunetune.spaces import DefineByRun
 from prunetune.trial import run_trial
 
-__all__ = ["LeaderboardWriter", "RowContext", "ensure_ray", "experiment_path", "fit_trials", "trial_row", "trial_status"]
+__all__ = ["LeaderboardWriter", "RowContext", "concurrency", "ensure_ray", "experiment_path", "fit_trials", "trial_row", "trial_status"]
 
 
 def ensure_ray(address: str | None) -> None:
@@ -38,6 +38,22 @@ def ensure_ray(address: str | None) -> None:
     else:
         # "local" starts a new instance even where another one on this machine could be joined.
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
+
+
+def concurrency(spec: SearchSpec, resources: Mapping[str, float]) -> int:
+    """``--max-concurrent``, or as many trials as the cluster's CPUs (and GPUs) hold at once.
+
+    Tune lets a searcher other than random search keep only as many trials pending as its
+    concurrency limit, one without a limit; with reused workers, short trials would then keep
+    running on the first worker while the next one starts. A limit equal to the slots starts
+    them all together.
+    """
+    if spec.max_concurrent is not None:
+        return spec.max_concurrent
+    slots = resources.get("CPU", 1.0) / spec.cpus_per_trial
+    if spec.gpus_per_trial > 0:
+        slots = min(slots, resources.get("GPU", 0.0) / spec.gpus_per_trial)
+    return max(1, int(slots + 1e-9))
 
 
 def trial_status(metrics: Mapping[str, Any], epochs: int, error: str | None) -> str:
@@ -187,7 +203,7 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent,
+            max_concurrent_trials=concurrency(spec, ray.cluster_resources()),
             # A worker runs trial after trial (Ray's default starts a process per trial), so it
             # imports torch, loads the plugins and rebuilds the teacher once (see worker_state).
             reuse_actors=True,

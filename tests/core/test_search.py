@@ -18,7 +18,8 @@ from prunetune.checkpoint import load_student
 from prunetune.evaluate import evaluate_checkpoint
 from prunetune.host import Host
 from prunetune.leaderboard import Leaderboard
-from prunetune.budget import student_macs
+from prunetune.plan import StudentPlan
+from prunetune.budget import repair, student_macs
 from prunetune.search import SearchSpec, prepare_search, run_search
 from prunetune.spaces import Candidate
 
@@ -39,6 +40,12 @@ def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plan(tmp_path
     plan = Candidate.from_params(run.seeded or {}).plan
     assert len(set(plan.ratios.values())) > 1  # not the uniform plan again
     assert student_macs(run.teacher, plan, run.data.train_x[:1]) <= run.inputs.budget_macs
+    # The baseline, repaired as its trial repairs it, is the uniform plan exactly at the budget.
+    example, budget = run.data.train_x[:1], run.inputs.budget_macs
+    fix = repair(run.teacher, Candidate.from_params(run.baseline or {}).plan, budget, example, run.spec.max_ratio)
+    uniform = repair(run.teacher, StudentPlan(), budget, example, run.spec.max_ratio)
+    assert fix.feasible and len(set(fix.plan.ratios.values())) == 1
+    assert fix.plan.ratios == pytest.approx(dict(uniform.plan.ratios), abs=2e-3)
     unbudgeted = prepare_search(_spec(tmp_path, name="no-budget"), echo=lambda _: None)
     assert unbudgeted.seeded is None and unbudgeted.first_points == [unbudgeted.baseline]
 

@@ -10,7 +10,7 @@ pytest.importorskip("ray")
 
 from prunetune.leaderboard import Leaderboard  # noqa: E402
 from prunetune.search import SearchSpec  # noqa: E402
-from prunetune.tuning import RowContext, trial_row  # noqa: E402
+from prunetune.tuning import RowContext, concurrency, trial_row  # noqa: E402
 
 CTX = RowContext("run", SearchSpec(epochs=2), 4_000_000, 90.0, {"scorer.l1": "prunetune 0.1.0"}, None, "cpu")
 
@@ -33,3 +33,17 @@ def test_rows_without_a_time_split_have_nulls(tmp_path: Path) -> None:
     board = Leaderboard(tmp_path / "board")
     board.write([row], key="run-final-t1")
     assert board.rows()[0]["prune_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "resources", "expected"),
+    [
+        ({}, {"CPU": 2.0}, 2),
+        ({"cpus_per_trial": 0.5}, {"CPU": 2.0}, 4),
+        ({"cpus_per_trial": 3.0}, {"CPU": 2.0}, 1),  # never below one
+        ({"gpus_per_trial": 0.5}, {"CPU": 16.0, "GPU": 1.0}, 2),  # the scarcer resource decides
+        ({"max_concurrent": 3}, {"CPU": 16.0}, 3),  # the user's limit wins
+    ],
+)
+def test_concurrency_fills_the_cluster_unless_limited(changes, resources, expected) -> None:
+    assert concurrency(SearchSpec(**changes), resources) == expected

@@ -22,15 +22,15 @@ def test_grid_top_is_the_last_step_not_above_max_ratio():
     ("ratio", "step", "expected"),
     [
         (0.5, 0.05, 0.5),
-        (0.33, 0.05, 0.35),
-        (0.31, 0.05, 0.35),
+        (0.33, 0.05, 0.3),
+        (0.349, 0.05, 0.3),
         (0.35, 0.05, 0.35),
         (0.95, 0.05, 0.8),
         (-0.1, 0.05, 0.0),
         (0.33, None, 0.33),
     ],
 )
-def test_snap_ratio_rounds_up_onto_the_grid_and_clips(ratio, step, expected):
+def test_snap_ratio_rounds_down_onto_the_grid_and_clips(ratio, step, expected):
     assert snap_ratio(ratio, 0.8, step) == expected
 
 

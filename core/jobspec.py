@@ -1,0 +1,49 @@
+"""What ``compress`` and ``search`` both take, with the same checks: the model and data, the
+components, the teacher's recipe and the students' training settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from prunetune.errors import UsageError
+
+__all__ = ["JobSpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """The settings shared by :class:`~prunetune.compress.CompressSpec` and
+    :class:`~prunetune.search.SearchSpec`; each adds its own after these."""
+
+    model: str = "resnet"
+    dataset: str = "fashion_mnist_demo"
+    scorer: str = "l1"
+    pruner: str = "channel"
+    distiller: str = "hinton"
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    teacher_epochs: int = 15
+    teacher_lr: float = 0.1
+    teacher_checkpoint: str | None = None
+    batch_size: int = 64
+    lr: float = 0.02
+    seed: int = 0
+    val_fraction: float = 0.1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.teacher_epochs >= 0, f"--teacher-epochs must be 0 or more, got {self.teacher_epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.teacher_lr > 0, f"--teacher-lr must be positive, got {self.teacher_lr}"),
+            (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from prunetune.compress import CompressSpec
+from prunetune.errors import UsageError
+from prunetune.jobspec import JobSpec
+from prunetune.search import SearchSpec
+
+
+@pytest.mark.parametrize("spec_class", [CompressSpec, SearchSpec])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"teacher_epochs": -1}, "--teacher-epochs must be 0 or more, got -1"),
+        ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+        ({"lr": 0.0}, "--lr must be positive, got 0.0"),
+        ({"teacher_lr": -0.1}, "--teacher-lr must be positive, got -0.1"),
+        ({"val_fraction": 1.0}, r"--val-fraction must be in \(0, 1\), got 1.0"),
+    ],
+)
+def test_compress_and_search_refuse_the_shared_settings_alike(spec_class, changes, message):
+    with pytest.raises(UsageError, match=message):
+        spec_class(**changes)
+
+
+def test_both_specs_start_with_the_shared_settings_and_their_defaults():
+    shared = [f.name for f in dataclasses.fields(JobSpec)]
+    for spec_class in (CompressSpec, SearchSpec):
+        fields = dataclasses.fields(spec_class)
+        assert [f.name for f in fields[: len(shared)]] == shared
+        assert {f.name: getattr(spec_class(), f.name) for f in fields[: len(shared)]} == {
+            name: getattr(JobSpec(), name) for name in shared
+        }
+
+
+def test_a_search_spec_survives_its_json_file():
+    spec = SearchSpec(model_options={"width": 4}, max_macs=0.3, objectives=("accuracy", "macs"), lr=0.05)
+    assert SearchSpec.from_json(spec.to_json()) == spec
