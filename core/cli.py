@@ -116,7 +116,7 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency for a Pareto search (default: accuracy)")
     s.add_argument("--num-samples", type=int, default=12, help="trials (default: 12)")
-    s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's CPUs, or GPUs, hold)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
     s.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops bad trials early")
