@@ -40,7 +40,7 @@ from prunetune.registry import Registry
 from prunetune.report import format_table
 from prunetune.surgery import build_student
 from prunetune.teacher import obtain_teacher
-from prunetune.train import TrainRecipe, distill, evaluate, make_retrainer, teacher_logits_for, train_supervised
+from prunetune.train import TrainRecipe, distill, evaluate, teacher_logits_for, train_supervised
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
@@ -57,6 +57,7 @@ class Setup:
     teacher: torch.nn.Module
     teacher_path: Path
     teacher_logits: torch.Tensor
+    teacher_macs: int
     epochs: int
     batch_size: int
     lr: float
@@ -92,11 +93,8 @@ def uniform_plan(teacher: torch.nn.Module, budget_macs: int, example: torch.Tens
 def pruned(setup: Setup, plan: StudentPlan, scorer: str, seed: int) -> torch.nn.Module:
     registry, data = setup.registry, setup.data
     calibration = [(data.train_x[i : i + 64], data.train_y[i : i + 64]) for i in range(0, 256, 64)]
-    retrain = make_retrainer(setup.teacher, registry.create("distiller", "hinton"), data.train_x, data.train_y, CPU,
-                             seed=seed, teacher_logits=setup.teacher_logits)
     student, _ = build_student(setup.teacher, plan, registry.create("pruner", "channel"),
-                               registry.create("scorer", scorer), data.train_x[:1], calibration, seed=seed,
-                               retrain=retrain)
+                               registry.create("scorer", scorer), data.train_x[:1], calibration, seed=seed)
     return student
 
 
@@ -142,7 +140,7 @@ def one_student(setup: Setup, args: argparse.Namespace, method: str, budget: flo
     """Make and measure one student; its numbers and wall time (search included)."""
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    budget_macs = int(budget * count_macs_params(setup.teacher, setup.data.input_shape)[0])
+    budget_macs = int(budget * setup.teacher_macs)
     info: dict[str, Any] = {}
     if method == "c":
         plan, scorer, info = searched_plan(setup, args, budget, seed)
@@ -235,7 +233,8 @@ def main() -> None:
     teacher, teacher_path, source = fixed_teacher(registry, data, args.teacher_epochs, args.out)
     print(f"teacher: {source}", flush=True)
     logits = teacher_logits_for(teacher, data.train_x, CPU)
-    setup = Setup(registry, data, teacher, teacher_path, logits, args.epochs, args.batch_size, args.lr)
+    teacher_macs = count_macs_params(teacher, data.input_shape)[0]
+    setup = Setup(registry, data, teacher, teacher_path, logits, teacher_macs, args.epochs, args.batch_size, args.lr)
     t = measure(teacher, evaluate(teacher, data.test_x, data.test_y, CPU)[0], data.input_shape)
     teacher_row = {"test_accuracy": t.accuracy, "macs": t.macs, "params": t.params,
                    "latency_b1_ms": t.latency_b1_ms, "latency_b256_ms": t.latency_b256_ms}

@@ -89,7 +89,7 @@ def timed_search(out: Path, name: str, **changes: Any) -> Searched:
     """A per_layer search on the demo data (teacher from the cache); only ``fit`` is timed."""
     from prunetune.leaderboard import Leaderboard
     from prunetune.search import SearchSpec, hardware, prepare_search
-    from prunetune.tuning import RowContext, ensure_ray, fit_trials
+    from prunetune.tuning import RowContext, concurrency, ensure_ray, fit_trials
 
     settings: dict[str, Any] = dict(dataset="fashion_mnist_demo", space="per_layer", max_macs=0.25, num_samples=6,
                                     epochs=2, run_root=str(out / "runs"), leaderboard=str(out / "leaderboard"),
@@ -103,7 +103,9 @@ def timed_search(out: Path, name: str, **changes: Any) -> Searched:
     fit_trials(run, board, RowContext.of(run, None, hardware()))
     fit_seconds = time.perf_counter() - start
     rows = [r for r in board.rows(run_id=run.run_id) if r["kind"] == "trial"]
-    return Searched(rows, fit_seconds, spec.max_concurrent or 2)
+    import ray
+
+    return Searched(rows, fit_seconds, concurrency(spec, ray.cluster_resources()))
 
 
 def trial_time_split(out: Path, trials: int) -> str:

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
 from prunetune.search_spaces._common import (
+    RatioSpaceConfig,
     DEFAULT_KERNEL_SIZES,
     baseline_choices,
     baseline_kernels,
-    check_choices,
     check_kernel_sizes,
-    check_ratio_options,
     group_ratio_params,
     suggest_choices,
     suggest_group_ratios,
@@ -38,30 +37,19 @@ class PerLayerSpace(SearchSpace):
     """
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        """Options of the ``per_layer`` space.
+    class Config(RatioSpaceConfig):
+        """Options of the ``per_layer`` space: those of a ratio space (see
+        :class:`~prunetune.search_spaces._common.RatioSpaceConfig`), and
 
         Attributes:
-            max_ratio: Largest ratio a group may get, in (0, 1).
-            ratio_step: Grid of the ratios (None: continuous).
             kernel_sizes: Kernel sizes each conv may take (positive, odd).
-            scorers: Scorers to choose from per trial (empty: the run's scorer, not searched).
-            distillers: Distillers to choose from per trial (empty: not searched).
-            search_temperature: Also search the distiller's ``T`` in [1, 8] and ``alpha`` in
-                [0.1, 1].
         """
 
-        max_ratio: float = 0.8
-        ratio_step: float | None = 0.05
         kernel_sizes: tuple[int, ...] = DEFAULT_KERNEL_SIZES
-        scorers: tuple[str, ...] = ()
-        distillers: tuple[str, ...] = ()
-        search_temperature: bool = False
 
         def __post_init__(self) -> None:
-            check_ratio_options(self.max_ratio, self.ratio_step)
+            super().__post_init__()
             check_kernel_sizes(self.kernel_sizes)
-            check_choices(self.scorers, self.distillers)
 
     def __init__(self, config: Config) -> None:
         self.config = config
