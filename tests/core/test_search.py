@@ -61,7 +61,11 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     assert len(trials) == 4 and len(finals) == 1
     assert len({r["node"] for r in trials}) == 2  # the cluster's two nodes both ran trials
     assert all(r["status"] == "ok" and r["macs_fraction"] <= 0.3 + 1e-9 for r in trials)
-    first = json.loads(min(trials, key=lambda r: r["time"])["params_json"])
+    # Rows are written as trials end, and two run at once, so the row times do not give the order
+    # the searcher suggested them in; Tune's trial folders do: run_trial_<id>_<number>_<params>.
+    run_dir = Path(summary["run_dir"])
+    number = {d.name.split("_")[2]: int(d.name.split("_")[3]) for d in (run_dir / "tune").glob("run_trial_*")}
+    first = json.loads(min(trials, key=lambda r: number[r["trial_id"]])["params_json"])
     assert len({round(v, 6) for k, v in first.items() if k.startswith("ratio:")}) == 1  # uniform baseline first
     best = max(trials, key=lambda r: r["val_accuracy"])
     assert finals[0]["trial_id"] == f"final-{best['trial_id']}"
@@ -69,7 +73,6 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     assert all(r["train_seconds"] > 0 and r["prune_seconds"] > 0 and r["overhead_seconds"] >= 0 for r in trials)
     assert all(r["wall_seconds"] == pytest.approx(r["train_seconds"] + r["prune_seconds"] + r["overhead_seconds"])
                for r in trials)
-    run_dir = Path(summary["run_dir"])
     # Tune reused the workers: four trials ran in fewer than four processes.
     pids = {json.loads(f.read_text().splitlines()[-1])["pid"] for f in (run_dir / "tune").glob("*/result.json")}
     assert 1 <= len(pids) < 4
