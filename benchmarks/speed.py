@@ -10,12 +10,14 @@
 (c) a ``hinton`` trial's time against a cross-entropy (``none`` distiller) trial's, same plans,
     teacher logits cached;
 (d) trials per hour with 1 and with 2 concurrent trials (1 CPU each, same plans);
-(e) wall time of ``prunetune --help`` and ``prunetune plugins`` (fresh processes, median).
+(e) wall time of ``prunetune --help`` and ``prunetune plugins`` (fresh processes, median);
+(f) where a GPU is present: trials per hour with ``--gpus-per-trial`` 1, 0.5 and 0.25 (1, 2 and
+    4 trials sharing the GPU) against 4 CPU trials, the same plans. Not in the default parts.
 
 Parts b-d run searches on an embedded Ray with the demo data's cached teacher (trained once if
 missing), writing under ``--out``.
 
-Usage: .venv/bin/python benchmarks/speed.py [--parts abcde] [--ratios 0.25,0.5,0.75]
+Usage: .venv/bin/python benchmarks/speed.py [--parts abcdef] [--ratios 0.25,0.5,0.75]
        [--threads 2] [--repeats 5] [--trials 6] [--out benchmarks/results/speed]
 """
 
@@ -158,18 +160,35 @@ def concurrency(out: Path, trials: int) -> str:
     return f"{table}\n2 concurrent / 1: {rates[2][2] / rates[1][2]:.2f}x"
 
 
+def gpu_trials(out: Path, trials: int) -> str:
+    """(f) Trials per hour on one GPU, shared by 1, 2 and 4 trials, against 4 one-CPU trials."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here: nothing measured"
+    rows = []
+    for gpus, slots in ((0.0, 4), (1.0, 1), (0.5, 2), (0.25, 4)):
+        searched = timed_search(out, f"speed-f-{gpus}", num_samples=trials, max_concurrent=slots,
+                                cpus_per_trial=1.0, gpus_per_trial=gpus)
+        ok = [r for r in searched.rows if r["status"] == "ok"]
+        hardware = ", ".join(sorted({r["hardware"] for r in ok}))
+        rows.append((f"{gpus:g}", str(slots), hardware, f"{len(ok)}/{len(searched.rows)}",
+                     f"{statistics.mean(r['train_seconds'] for r in ok):.2f}", f"{searched.fit_seconds:.1f}",
+                     f"{3600 * len(searched.rows) / searched.fit_seconds:.0f}"))
+    return format_table(("gpus per trial", "concurrent", "trained on", "ok trials", "mean training (s)",
+                         "fit wall (s)", "trials per hour"), rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="abcde")
     parser.add_argument("--ratios", default="0.25,0.5,0.75")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=6, help="trials of each search in parts b-d")
+    parser.add_argument("--trials", type=int, default=6, help="trials of each search in parts b-d and f")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ratios = [float(r) for r in args.ratios.split(",")]
-    if "b" in args.parts or "c" in args.parts or "d" in args.parts:
+    if set(args.parts) & set("bcdf"):
         from prunetune.search import loopback_ray
 
         loopback_ray()
@@ -182,6 +201,8 @@ def main() -> None:
         print("\n(c) hinton against cross-entropy trials\n" + distiller_cost(args.out, args.trials), flush=True)
     if "d" in args.parts:
         print("\n(d) concurrent trials\n" + concurrency(args.out, args.trials), flush=True)
+    if "f" in args.parts:
+        print("\n(f) trials on the GPU\n" + gpu_trials(args.out, args.trials), flush=True)
     if "e" in args.parts:
         print("\n(e) command start-up\n" + command_times(args.repeats))
     print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")

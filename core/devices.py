@@ -6,7 +6,7 @@ import torch
 
 from prunetune.errors import UsageError
 
-__all__ = ["select_device"]
+__all__ = ["describe_device", "select_device"]
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -29,3 +29,10 @@ def select_device(spec: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise UsageError(f"unsupported device {spec!r} (valid: auto, cpu, cuda, cuda:N)")
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What a leaderboard row says ran the work: the GPU's name, or ``cpu xN`` (torch threads)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()}"

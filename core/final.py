@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from prunetune.checkpoint import rebuild_student, save_student
+from prunetune.devices import describe_device
 from prunetune.leaderboard import Leaderboard, pareto_front
 from prunetune.measure import Measurement, measure
 from prunetune.plan import StudentPlan
@@ -56,6 +57,7 @@ def train_final(inputs: TrialInputs, candidate: Candidate, epochs: int) -> tuple
     logits = inputs.teacher_logits if distiller.uses_teacher else None
     distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
             val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False)
+    meta["trained_on"] = describe_device(device)
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}, meta
 
 
@@ -93,7 +95,8 @@ def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext,
         metrics = {**m.to_dict(), "val_accuracy": val_acc, "test_accuracy": test_acc, "status": "ok",
                    "epoch": run.spec.final_epochs, "plan": json.dumps(meta["plan"]), "scorer": meta["scorer"],
                    "distiller": meta["distiller"], "macs_fraction": m.macs / run.teacher_macs,
-                   "params_json": row["params_json"], "teacher_test_accuracy": teacher_acc}
+                   "params_json": row["params_json"], "teacher_test_accuracy": teacher_acc,
+                   "hardware": meta["trained_on"]}
         final_row = trial_row(ctx, f"final-{row['trial_id']}", metrics, None, kind="final")
         board.write([final_row], key=f"{run.run_id}-final-{row['trial_id']}")
         finals.append((row, m, path))

@@ -86,7 +86,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("plugin_versions", pa.string(), True, "JSON {distribution: version} of the plugins in use"),
     ("seed", pa.int64(), True, "the run's seed"),
     ("git_revision", pa.string(), True, "prunetune's git revision, when run from a checkout"),
-    ("hardware", pa.string(), True, "device description, e.g. 'cpu x2' or 'NVIDIA H100'"),
+    ("hardware", pa.string(), True, "what trained the row's student, e.g. 'cpu x2' (torch threads) or 'NVIDIA H100'"),
     ("node", pa.string(), True, "the Ray node the trial ran on"),
     ("wall_seconds", pa.float64(), True, "the trial's wall time, s"),
     ("train_seconds", pa.float64(), True, "trial time in distillation (optimizer set-up, epochs, validation), s"),

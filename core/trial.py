@@ -32,6 +32,7 @@ from torch import nn
 
 from prunetune.budget import repair
 from prunetune.checkpoint import save_student
+from prunetune.devices import describe_device
 from prunetune.host import Host
 from prunetune.measure import count_macs_params, cpu_latency_ms
 from prunetune.models import resolve_model
@@ -234,7 +235,8 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
     params = {k: v for k, v in config.items()}
     candidate = Candidate.from_params(params, inputs.round_to)
     shape = tuple(inputs.model_meta["input_shape"])
-    base = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True, "repaired": False}
+    base = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True, "repaired": False,
+            "hardware": describe_device(device)}
 
     if inputs.budget_macs is not None:
         fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)

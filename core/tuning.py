@@ -121,7 +121,7 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "plugin_versions": json.dumps(dict(ctx.versions), sort_keys=True),
         "seed": spec.seed,
         "git_revision": ctx.git_revision,
-        "hardware": ctx.hardware,
+        "hardware": metrics.get("hardware") or ctx.hardware,
         "node": metrics.get("node"),
         "wall_seconds": metrics.get("trial_seconds"),
         "train_seconds": metrics.get("train_seconds"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prunetune.devices import select_device
+from prunetune.devices import describe_device, select_device
 from prunetune.errors import UsageError
 
 
@@ -24,3 +24,10 @@ def test_bad_specs() -> None:
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match="has no CUDA GPU"):
         select_device("cuda")
+
+
+def test_a_device_is_described_by_what_runs_the_work() -> None:
+    torch.set_num_threads(1)
+    assert describe_device(torch.device("cpu")) == "cpu x1"
+    if torch.cuda.is_available():
+        assert describe_device(torch.device("cuda")) == torch.cuda.get_device_name(0)

@@ -61,6 +61,7 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     assert len(trials) == 4 and len(finals) == 1
     assert len({r["node"] for r in trials}) == 2  # the cluster's two nodes both ran trials
     assert all(r["status"] == "ok" and r["macs_fraction"] <= 0.3 + 1e-9 for r in trials)
+    assert {r["hardware"] for r in trials} == {"cpu x1"}  # each trial trained on its one CPU
     # Rows are written as trials end, and two run at once, so the row times do not give the order
     # the searcher suggested them in; Tune's trial folders do: run_trial_<id>_<number>_<params>.
     run_dir = Path(summary["run_dir"])
@@ -70,6 +71,7 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     best = max(trials, key=lambda r: r["val_accuracy"])
     assert finals[0]["trial_id"] == f"final-{best['trial_id']}"
     assert finals[0]["test_accuracy"] is not None and finals[0]["macs_fraction"] <= 0.3 + 1e-9
+    assert finals[0]["hardware"] == "cpu x1"
     assert all(r["train_seconds"] > 0 and r["prune_seconds"] > 0 and r["overhead_seconds"] >= 0 for r in trials)
     assert all(r["wall_seconds"] == pytest.approx(r["train_seconds"] + r["prune_seconds"] + r["overhead_seconds"])
                for r in trials)

@@ -26,6 +26,11 @@ def test_a_trial_row_carries_the_time_split(tmp_path: Path) -> None:
     assert split == (10.0, 8.5, 1.0, 0.5)
 
 
+def test_a_row_names_the_hardware_that_trained_it() -> None:
+    assert trial_row(CTX, "t1", {"hardware": "NVIDIA H100"}, None)["hardware"] == "NVIDIA H100"
+    assert trial_row(CTX, "t2", {}, None)["hardware"] == "cpu"  # a trial that never reported: the driver's
+
+
 def test_rows_without_a_time_split_have_nulls(tmp_path: Path) -> None:
     # Final students (and trials that failed before reporting) carry no split.
     row = trial_row(CTX, "final-t1", {"epoch": 5, "val_accuracy": 81.0, "status": "ok"}, None, kind="final")
