@@ -25,6 +25,7 @@ from prunetune.budget import repair
 from prunetune.compress import build_teacher_model, check_plan
 from prunetune.data import DataSplits
 from prunetune.devices import select_device
+from prunetune.resources import check_local_fit, local_resources
 from prunetune.errors import UsageError
 from prunetune.host import Host
 from prunetune.jobspec import JobSpec
@@ -267,6 +268,7 @@ def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = 
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; return the summary of its best student(s)."""
     if spec.address is None:
+        check_local_fit(spec.cpus_per_trial, spec.gpus_per_trial, local_resources())
         loopback_ray()  # nothing outside this machine needs to reach an embedded Ray
     from prunetune.final import finish_run
     from prunetune.tuning import RowContext, fit_trials  # Ray and Optuna load only here

@@ -143,6 +143,9 @@ def test_a_killed_search_resumes_with_every_trial_exactly_once(tmp_path: Path, r
         (["--max-macs", "1.5"], r"--max-macs must be in \(0, 1\]"),
         (["--num-samples", "0"], r"--num-samples must be at least 1"),
         (["--gpus-per-trial", "-1"], r"--gpus-per-trial must be 0 or more"),
+        # More than any machine here has: Tune would wait for ever for such a trial.
+        (["--gpus-per-trial", "1024"], r"--gpus-per-trial 1024 asks for more than this machine"),
+        (["--cpus-per-trial", "4096"], r"--cpus-per-trial 4096 is more than this machine's \d+ CPUs"),
         (["--resume", "/no/run"], r"'/no/run' is not a run folder"),
         (["--space-opt", "max_ratio=2"], r"search space 'per_layer'"),
     ],
