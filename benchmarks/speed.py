@@ -165,7 +165,7 @@ def gpu_trials(out: Path, trials: int) -> str:
     if not torch.cuda.is_available():
         return "no CUDA GPU here: nothing measured"
     rows = []
-    for gpus, slots in ((0.0, 4), (1.0, 1), (0.5, 2), (0.25, 4)):
+    for gpus, slots in ((1.0, 1), (0.5, 2), (0.25, 4), (0.0, 4)):
         searched = timed_search(out, f"speed-f-{gpus}", num_samples=trials, max_concurrent=slots,
                                 cpus_per_trial=1.0, gpus_per_trial=gpus)
         ok = [r for r in searched.rows if r["status"] == "ok"]
@@ -173,6 +173,7 @@ def gpu_trials(out: Path, trials: int) -> str:
         rows.append((f"{gpus:g}", str(slots), hardware, f"{len(ok)}/{len(searched.rows)}",
                      f"{statistics.mean(r['train_seconds'] for r in ok):.2f}", f"{searched.fit_seconds:.1f}",
                      f"{3600 * len(searched.rows) / searched.fit_seconds:.0f}"))
+        print("  " + "  ".join(rows[-1]), flush=True)  # each search as it ends: a lease may end first
     return format_table(("gpus per trial", "concurrent", "trained on", "ok trials", "mean training (s)",
                          "fit wall (s)", "trials per hour"), rows)
 
