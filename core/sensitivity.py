@@ -7,7 +7,7 @@ sensitivity analysis, or NetAdapt's per-layer allocation), scaled to the budget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,11 +60,14 @@ def sensitivity_plan(
     max_ratio: float,
     power: float = 0.5,
     counter: MacsCounter | None = None,
+    on_grid: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
 ) -> StudentPlan | None:
     """Ratios ``min(c * w_g, max_ratio)`` with ``w_g = (mean sensitivity / sensitivity_g) ** power``,
     for the smallest ``c`` whose student fits ``budget_macs``; None when no ``c`` fits.
 
     Less sensitive groups are cut harder; ``power`` sets how much harder (0: uniform).
+    ``on_grid`` maps ratios to those a search space can express (rounding them down); the
+    budget is then met by the plan on the grid, which a trial need not repair.
     """
     clipped = {g: max(s, _FLOOR) for g, s in sensitivity.items()}
     mean = sum(clipped.values()) / len(clipped)
@@ -72,7 +75,8 @@ def sensitivity_plan(
     counter = counter or MacsCounter(teacher, example_input)
 
     def plan(scale: float) -> StudentPlan:
-        return StudentPlan(ratios={g: min(scale * w, max_ratio) for g, w in weights.items()})
+        ratios = {g: min(scale * w, max_ratio) for g, w in weights.items()}
+        return StudentPlan(ratios=dict(on_grid(ratios)) if on_grid else ratios)
 
     high = max_ratio / min(weights.values())  # every group at max_ratio
     if counter.macs(plan(high)) > budget_macs:

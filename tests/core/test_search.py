@@ -20,7 +20,7 @@ from prunetune.host import Host
 from prunetune.leaderboard import Leaderboard
 from prunetune.plan import StudentPlan
 from prunetune.budget import repair, student_macs
-from prunetune.search import SearchSpec, prepare_search, run_search
+from prunetune.search import SENSITIVITY_POWERS, SearchSpec, prepare_search, run_search
 from prunetune.spaces import Candidate
 
 TINY = dict(
@@ -34,20 +34,28 @@ def _spec(tmp_path: Path, **changes: object) -> SearchSpec:
     return dataclasses.replace(base, **changes)
 
 
-def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plan(tmp_path: Path) -> None:
+def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plans(tmp_path: Path) -> None:
     run = prepare_search(_spec(tmp_path, max_macs=0.3), echo=lambda _: None)
-    assert run.first_points == [run.baseline, run.seeded]
-    plan = Candidate.from_params(run.seeded or {}).plan
-    assert len(set(plan.ratios.values())) > 1  # not the uniform plan again
-    assert student_macs(run.teacher, plan, run.data.train_x[:1]) <= run.inputs.budget_macs
-    # The baseline, repaired as its trial repairs it, is the uniform plan exactly at the budget.
+    assert len(run.seeded) == len(SENSITIVITY_POWERS)
+    assert run.first_points == [run.baseline, *run.seeded]
+    plans = [Candidate.from_params(point).plan for point in run.seeded]
     example, budget = run.data.train_x[:1], run.inputs.budget_macs
+    for plan in plans:
+        assert len(set(plan.ratios.values())) > 1  # not the uniform plan again
+        # The plan on the space's grid meets the budget itself: the trial's repair leaves it be.
+        assert student_macs(run.teacher, plan, example) <= budget
+        assert not repair(run.teacher, plan, budget, example, run.spec.max_ratio).repaired
+    # A higher power spreads the ratios further apart.
+    by_power = dict(zip(SENSITIVITY_POWERS, plans))
+    spread = {p: max(plan.ratios.values()) - min(plan.ratios.values()) for p, plan in by_power.items()}
+    assert spread[0.25] < spread[0.5] < spread[1.0]
+    # The baseline, repaired as its trial repairs it, is the uniform plan exactly at the budget.
     fix = repair(run.teacher, Candidate.from_params(run.baseline or {}).plan, budget, example, run.spec.max_ratio)
     uniform = repair(run.teacher, StudentPlan(), budget, example, run.spec.max_ratio)
     assert fix.feasible and len(set(fix.plan.ratios.values())) == 1
     assert fix.plan.ratios == pytest.approx(dict(uniform.plan.ratios), abs=2e-3)
     unbudgeted = prepare_search(_spec(tmp_path, name="no-budget"), echo=lambda _: None)
-    assert unbudgeted.seeded is None and unbudgeted.first_points == [unbudgeted.baseline]
+    assert unbudgeted.seeded == () and unbudgeted.first_points == [unbudgeted.baseline]
 
 
 def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -68,3 +70,17 @@ def test_power_zero_gives_the_uniform_plan(teacher, groups):
 
 def test_no_plan_when_even_the_largest_ratios_do_not_fit(teacher, groups):
     assert sensitivity_plan(teacher, {g: 1.0 for g in groups}, 1, EXAMPLE, max_ratio=0.5) is None
+
+
+def test_on_a_grid_the_plan_that_fits_is_the_one_on_the_grid(teacher, groups):
+    budget = int(0.3 * count_macs_params(teacher, (1, 28, 28))[0])
+    sensitivity = {g: 1.0 for g in groups} | {groups[0]: 4.0, groups[-1]: 0.25}
+    down = lambda ratios: {g: math.floor(r / 0.1 + 1e-9) * 0.1 for g, r in ratios.items()}  # noqa: E731
+    free = sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9)
+    plan = sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9, on_grid=down)
+    assert free is not None and plan is not None
+    assert all(abs(r / 0.1 - round(r / 0.1)) < 1e-6 for r in plan.ratios.values())
+    assert student_macs(teacher, plan, EXAMPLE) <= budget
+    # Rounding the free plan down would have gone over the budget: the grid plan cuts more.
+    assert student_macs(teacher, StudentPlan(ratios=down(free.ratios)), EXAMPLE) > budget
+    assert sum(plan.ratios.values()) > sum(down(free.ratios).values())
