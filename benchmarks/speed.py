@@ -18,7 +18,7 @@ Parts b-d run searches on an embedded Ray with the demo data's cached teacher (t
 missing), writing under ``--out``.
 
 Usage: .venv/bin/python benchmarks/speed.py [--parts abcdef] [--ratios 0.25,0.5,0.75]
-       [--threads 2] [--repeats 5] [--trials 6] [--out benchmarks/results/speed]
+       [--threads 2] [--repeats 5] [--trials 12] [--out benchmarks/results/speed]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.25,0.5,0.75")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=6, help="trials of each search in parts b-d and f")
+    parser.add_argument("--trials", type=int, default=12, help="trials of each search in parts b-d and f")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
