@@ -7,12 +7,15 @@
     student, and the rest (plugin registry, budget repair, checkpoints, reports), from the
     leaderboard of a per_layer search on the bundled demo data; and the share of the search's
     slot-seconds (fit wall time x concurrent trials) that trained anything;
-(c) a ``hinton`` trial's time against a cross-entropy (``none`` distiller) trial's, same plans,
+(c) a ``hinton`` trial's time against a cross-entropy (``none`` distiller) trial's, same search,
     teacher logits cached;
-(d) trials per hour with 1 and with 2 concurrent trials (1 CPU each, same plans);
+(d) trials per hour with 1 and with 2 concurrent trials (1 CPU each, same search);
 (e) wall time of ``prunetune --help`` and ``prunetune plugins`` (fresh processes, median);
 (f) where a GPU is present: trials per hour with ``--gpus-per-trial`` 1, 0.5 and 0.25 (1, 2 and
-    4 trials sharing the GPU) against 4 CPU trials, the same plans. Not in the default parts.
+    4 trials sharing the GPU) against 4 CPU trials, the same search. Not in the default parts.
+
+The searches of one part share their seed, so they start from the same plans; TPE's later
+suggestions depend on which trials have ended, so longer searches may differ after that.
 
 Parts b-d run searches on an embedded Ray with the demo data's cached teacher (trained once if
 missing), writing under ``--out``.
@@ -135,7 +138,7 @@ def trial_time_split(out: Path, trials: int) -> str:
 
 
 def distiller_cost(out: Path, trials: int) -> str:
-    """(c) The same plans trained with ``none`` (cross-entropy) and with ``hinton``."""
+    """(c) The same search trained with ``none`` (cross-entropy) and with ``hinton``."""
     rows = []
     for distiller in ("none", "hinton"):
         searched = timed_search(out, f"speed-c-{distiller}", num_samples=trials, distiller=distiller)
@@ -149,7 +152,7 @@ def distiller_cost(out: Path, trials: int) -> str:
 
 
 def concurrency(out: Path, trials: int) -> str:
-    """(d) Trials per hour with 1 and 2 concurrent trials (1 CPU each), the same plans."""
+    """(d) Trials per hour with 1 and 2 concurrent trials (1 CPU each), the same search."""
     rates = {}
     for slots in (1, 2):
         searched = timed_search(out, f"speed-d-{slots}", num_samples=trials, max_concurrent=slots,

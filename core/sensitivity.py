@@ -1,7 +1,7 @@
-"""Per-group pruning sensitivity of a teacher, and the plan it suggests under a MACs budget.
+"""Per-group pruning sensitivity of a teacher, and the plans it suggests under a MACs budget.
 
-A search starts from two plans: the uniform one (the standard recipe) and this one, which cuts
-the groups whose loss suffers least from pruning harder than the others (as in Li et al.'s
+A search starts from the uniform plan (the standard recipe), then from plans that cut the
+groups whose loss suffers least from pruning harder than the others (as in Li et al.'s
 sensitivity analysis, or NetAdapt's per-layer allocation), scaled to the budget.
 """
 
