@@ -4,17 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_RUN := demo-$(shell date +%Y%m%d-%H%M%S)
+# The exact versions the suite passed with; `make test-latest` tries the newest allowed ones.
+LOCK := requirements/lock.txt
+LATEST := .venv-latest
+TORCH := torch==2.13.0
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-latest lock bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch==2.13.0 first: its CPU build lies on this kind of machine; an unpinned torch would
 # pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install --quiet -c $(LOCK) $(TORCH)
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test]"
 	touch $(STAMP)
 
 # A small search on the bundled data: 12 per-layer plans within 25% of the teacher's MACs.
@@ -27,8 +31,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+# The newest versions pyproject.toml allows (torch stays the machine's build), in a venv of
+# their own: a new optuna or ray release shows up here as a failing command, not as a broken
+# user. Run it on a schedule; when it passes, `make lock` takes its versions.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(optuna|ray|torch|torch-pruning|pyarrow|pluggy|numpy)=='
+	PRUNETUNE_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q
+
+# Writes the lock from the versions in .venv-latest (after a green `make test-latest`).
+lock:
+	{ sed -n '1,2p' $(LOCK); $(LATEST)/bin/python -m pip freeze --exclude-editable | grep -v '^prunetune' \
+		| sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs
+	rm -rf $(VENV) $(LATEST) build *.egg-info runs
 
 # The README's benchmark tables (about 1.5 hours on 2 cores). quality.py reads full
 # Fashion-MNIST from FASHION_MNIST (IDX files; Debian's dataset-fashion-mnist by default).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,47 @@ __all__ = ["SAMPLERS", "OptunaStrategy", "prunetune_add_components"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 _MODES = ("max", "min")
+_LOCKS = {type(threading.Lock()): threading.Lock, type(threading.RLock()): threading.RLock}
+
+
+class _PicklesWithoutLocks:
+    """Pickles a sampler without its thread locks, which are made anew when it is unpickled.
+
+    Tune pickles the searcher, sampler included, into the experiment (``Tuner`` and every
+    snapshot); Optuna 5.1's NSGA-II sampler holds a lock, which cannot be pickled.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        locks = {k: type(v) for k, v in state.items() if type(v) in _LOCKS}
+        for key in locks:
+            del state[key]
+        state["_prunetune_locks"] = [(k, t is type(threading.RLock())) for k, t in locks.items()]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        locks = state.pop("_prunetune_locks", [])
+        self.__dict__.update(state)
+        for key, reentrant in locks:
+            setattr(self, key, threading.RLock() if reentrant else threading.Lock())
+
+
+_SAMPLER_CLASSES = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}
+
+
+def __getattr__(name: str) -> type:
+    """``_Picklable<Sampler>`` classes, made on first use so that Optuna loads only then; a
+    pickled sampler finds its class here by name, as any module-level class."""
+    prefix = "_Picklable"
+    base_name = name[len(prefix):] if name.startswith(prefix) else None
+    if base_name not in _SAMPLER_CLASSES.values():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import optuna
+
+    cls = type(name, (_PicklesWithoutLocks, getattr(optuna.samplers, base_name)), {"__module__": __name__})
+    globals()[name] = cls
+    return cls
 
 
 class OptunaStrategy(Strategy):
@@ -51,15 +93,10 @@ class OptunaStrategy(Strategy):
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The configured Optuna sampler, seeded with ``seed``."""
-        import optuna
-
+        cls = __getattr__(f"_Picklable{_SAMPLER_CLASSES[self.config.sampler]}")
         if self.config.sampler == "tpe":
-            return optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=self.config.n_startup_trials
-            )
-        if self.config.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        return optuna.samplers.RandomSampler(seed=seed)
+            return cls(seed=seed, n_startup_trials=self.config.n_startup_trials)
+        return cls(seed=seed)
 
     def searcher(
         self,

@@ -99,3 +99,24 @@ def test_a_search_space_baseline_is_the_first_trial():
     assert first == baseline
     assert set(second) == set(baseline)
     assert Candidate.from_params(first).plan.ratios == {"stem.conv": 0.5, "layer1.0.conv1": 0.5}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_searcher_pickles_and_goes_on_after_unpickling(sampler: str) -> None:
+    """Tune pickles the searcher with its sampler (Optuna 5.1's NSGA-II holds a thread lock)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    strategy = make(sampler=sampler, n_startup_trials="2")
+    searcher = strategy.searcher(space, ["acc", "macs"], ["max", "min"], seed=1)
+    run(searcher, 3, metrics=("acc", "macs"))
+    copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+    assert run(copy, 2, metrics=("acc", "macs"))
+    # A fresh process, as Tuner.restore in a new driver, finds the sampler's class by name.
+    blob = pickle.dumps(strategy.sampler(seed=1))
+    code = "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); print(type(s).__mro__[2].__name__)"
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.decode().strip().endswith("Sampler")
