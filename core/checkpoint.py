@@ -18,14 +18,14 @@ from torch import nn
 from prunetune.errors import UsageError
 from prunetune.files import save_atomically
 from prunetune.kernels import apply_kernels
-from prunetune.models import resolve_model
+from prunetune.models import model_from_file
 from prunetune.plan import StudentPlan
 from prunetune.pruning import PruneRecord
 
 if TYPE_CHECKING:
     from prunetune.registry import Registry
 
-__all__ = ["FORMAT", "load_student", "rebuild_student", "save_student"]
+__all__ = ["FORMAT", "REQUIRED_META", "load_student", "rebuild_student", "save_student"]
 
 FORMAT = "prunetune-student/1"
 
@@ -41,54 +41,97 @@ def save_student(path: str | os.PathLike[str], model: nn.Module, meta: dict[str,
     save_atomically(payload, path)
 
 
-def rebuild_student(registry: Registry, meta: dict[str, Any]) -> nn.Module:
+#: What a student's description must hold to rebuild it.
+REQUIRED_META = ("model", "input_shape", "num_classes", "plan", "pruner", "record")
+
+
+def rebuild_student(registry: Registry, meta: dict[str, Any], model: str | None = None,
+                    what: str = "the student's description") -> nn.Module:
     """The student's architecture, freshly initialised, from its description.
 
     ``meta`` holds ``model`` (zoo name or ``module:factory``), ``model_options``,
     ``input_shape`` ``[C, H, W]``, ``num_classes``, ``plan``, ``pruner``, ``pruner_options``
-    and ``record``.
-    """
-    c, h, _ = meta["input_shape"]
-    factory = resolve_model(registry, meta["model"], meta.get("model_options", {}))
-    model = factory.build(c, int(meta["num_classes"]), h)
-    plan = StudentPlan.from_dict(meta["plan"])
-    apply_kernels(model, plan.kernels)
-    pruner = registry.create("pruner", meta["pruner"], meta.get("pruner_options", {}))
-    example = torch.zeros(1, *meta["input_shape"])
-    pruner.replay(model, PruneRecord.from_dict(meta["record"]), example)
-    return model
-
-
-def load_student(registry: Registry, path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a student written by :func:`save_student`: ``(model in eval mode, meta)``.
+    and ``record``. A ``module:factory`` is imported only when ``model``, the caller's own
+    choice (the command line's ``--model``), names the same one.
 
     Raises:
-        UsageError: the file is missing, not a prunetune student, or its weights do not fit
-            its plan.
+        UsageError: the description names code the caller did not give, or another model.
     """
-    path = Path(path)
+    factory = model_from_file(registry, meta["model"], meta.get("model_options", {}), model, what)
+    c, h, _ = meta["input_shape"]
+    net = factory.build(c, int(meta["num_classes"]), h)
+    plan = StudentPlan.from_dict(meta["plan"])
+    apply_kernels(net, plan.kernels)
+    pruner = registry.create("pruner", meta["pruner"], meta.get("pruner_options", {}))
+    example = torch.zeros(1, *meta["input_shape"])
+    pruner.replay(net, PruneRecord.from_dict(meta["record"]), example)
+    return net
+
+
+def _read_payload(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(meta, state_dict)`` of a student file, each checked for shape, not yet for fit."""
+    name = str(path)
+    if path.is_dir():
+        raise UsageError(f"student checkpoint {name!r} is a folder, not a file")
     if not path.is_file():
-        raise UsageError(f"student checkpoint {str(path)!r} does not exist")
+        raise UsageError(f"student checkpoint {name!r} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
-        raise UsageError(f"{str(path)!r} is not a readable prunetune student ({type(exc).__name__})") from None
+    except Exception:  # noqa: BLE001 - any unreadable file is the user's input
+        raise UsageError(f"{name!r} is not a readable prunetune student (truncated, or not a torch file)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UsageError(f"{str(path)!r} is not a prunetune student (expected format {FORMAT})")
-    meta = json.loads(payload["meta"])
-    model = rebuild_student(registry, meta)
-    missing, unexpected = _key_mismatch(model, payload["state_dict"])
+        raise UsageError(f"{name!r} is not a prunetune student (expected format {FORMAT})")
+    try:
+        meta = json.loads(payload.get("meta"))
+    except (TypeError, ValueError):
+        raise UsageError(f"{name!r} is not a prunetune student: its description is not JSON") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{name!r} is not a prunetune student: its description is not a JSON object")
+    lacking = [key for key in REQUIRED_META if key not in meta]
+    if lacking:
+        raise UsageError(f"{name!r} is not a prunetune student: its description lacks {', '.join(lacking)}")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UsageError(f"{name!r} is not a prunetune student: it holds no state_dict of tensors")
+    return meta, state
+
+
+def load_student(registry: Registry, path: str | os.PathLike[str],
+                 model: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a student written by :func:`save_student`: ``(model in eval mode, meta)``.
+
+    Args:
+        registry: Where zoo models and pruners are looked up.
+        path: The student file.
+        model: The ``package.module:factory`` the caller trusts, when the student was built
+            from one; the file alone never makes prunetune import code.
+
+    Raises:
+        UsageError: the file is missing, not a prunetune student, names code not given as
+            ``model``, or its weights do not fit its plan.
+    """
+    path = Path(path)
+    meta, state = _read_payload(path)
+    what = f"student {str(path)!r}"
+    try:
+        net = rebuild_student(registry, meta, model, what)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a description that does not rebuild is the user's input
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"{what} has a description that does not rebuild: {type(exc).__name__}: {reason}") from None
+    missing, unexpected = _key_mismatch(net, state)
     if missing or unexpected:
         raise UsageError(
             f"checkpoint {str(path)!r} does not fit its plan: "
             f"missing {', '.join(missing[:5]) or 'none'}; unexpected {', '.join(unexpected[:5]) or 'none'}"
         )
     try:
-        model.load_state_dict(payload["state_dict"])
+        net.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise UsageError(f"checkpoint {str(path)!r} does not fit its plan: {first}") from None
-    return model.eval(), meta
+    return net.eval(), meta
 
 
 def _key_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -17,7 +17,8 @@ __all__ = ["main"]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)\n")
+        # "prunetune: error:" as every other mistake, whichever subcommand's parser found it.
+        self.exit(2, f"prunetune: error: {message} (see {self.prog} --help)\n")
 
 
 def _kv(value: str) -> tuple[str, str]:
@@ -75,14 +76,16 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_leaderboard_parser(sub)
 
     e = sub.add_parser("evaluate", help="reload a student and measure it on its test split")
-    e.add_argument("checkpoint", help="a student file written by compress")
+    e.add_argument("checkpoint", help="a student file written by compress or search")
+    e.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                   help="the factory of a student built from one: a file never makes prunetune import code")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     return parser
 
 
 def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     """The options compress and search share (:class:`prunetune.jobspec.JobSpec`)."""
-    p.add_argument("--model", default="resnet", help="zoo model name or package.module:factory (default: resnet)")
+    p.add_argument("--model", default=None, help="zoo model name or package.module:factory (default: resnet)")
     p.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo, bundled)")
     p.add_argument("--scorer", default="l1", help="which channels matter (default: l1)")
     p.add_argument("--pruner", default="channel", help="how to cut (default: channel)")
@@ -94,7 +97,7 @@ def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     p.add_argument("--lr", type=float, default=0.02, help=lr_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation (default: 0.1)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output (there is none when stderr is not a terminal)")
 
 
 def _add_search_parser(sub: Any) -> None:
@@ -131,8 +134,11 @@ def _add_search_parser(sub: Any) -> None:
 
 
 def _add_leaderboard_parser(sub: Any) -> None:
-    lb = sub.add_parser("leaderboard", help="show, filter and compare the Parquet leaderboard")
-    lb.add_argument("action", choices=("show", "pareto", "compare"))
+    lb = sub.add_parser("leaderboard", help="show, filter, compare and check the Parquet leaderboard")
+    lb.add_argument(
+        "action", choices=("show", "pareto", "compare", "check"),
+        help="check: list the files that reading skips (not Parquet, truncated, another schema); exit 1 if any",
+    )
     lb.add_argument("runs", nargs="*", metavar="RUN", help="compare: two run ids; show/pareto: optional run ids")
     lb.add_argument("--dir", default="leaderboard", help="the leaderboard folder (default: leaderboard)")
     lb.add_argument("--model", default=None)
@@ -193,7 +199,7 @@ def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
     from prunetune.options import parse_options
 
     return dict(
-        model=args.model, dataset=args.dataset, scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
+        model=args.model or "resnet", dataset=args.dataset, scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
         model_options=parse_options(args.model_opt, "model"),
         dataset_options=parse_options(args.dataset_opt, "dataset"),
         scorer_options=parse_options(args.scorer_opt, "scorer"),
@@ -201,7 +207,7 @@ def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
         distiller_options=parse_options(args.distiller_opt, "distiller"),
         teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
 
 
@@ -224,7 +230,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from prunetune.evaluate import evaluate_checkpoint
     from prunetune.report import format_table
 
-    saved, now = evaluate_checkpoint(args.checkpoint, device=args.device)
+    saved, now = evaluate_checkpoint(args.checkpoint, device=args.device, model=args.model)
     rows = [
         ("test accuracy (%)", f"{saved['accuracy']:.2f}", f"{now['accuracy']:.2f}"),
         ("MACs", f"{saved['macs']:,}", f"{now['macs']:,}"),
@@ -242,10 +248,14 @@ def _search_spec(args: argparse.Namespace) -> Any:
     from prunetune.search import SPEC_FILE, SearchSpec
 
     if args.resume:
+        from prunetune.models import check_model_named
+
         path = Path(args.resume) / SPEC_FILE
         if not path.is_file():
             raise UsageError(f"{args.resume!r} is not a run folder (it has no {SPEC_FILE})")
-        return SearchSpec.from_json(path.read_text())
+        spec = SearchSpec.from_json(path.read_text(errors="replace"), source=str(path))
+        check_model_named(spec.model, args.model, f"run {args.resume!r}")
+        return spec
     return SearchSpec(
         **_job_settings(args), space=args.space, strategy=args.strategy,
         space_options=parse_options(args.space_opt, "search space"),
@@ -267,15 +277,32 @@ def _cmd_search(args: argparse.Namespace) -> int:
         import dataclasses
 
         spec = dataclasses.replace(spec, address=args.address)
-    run_search(spec, resume=args.resume)
+    result = run_search(spec, resume=args.resume)
+    if not result["students"]:
+        print(f"prunetune: error: the search kept no student (see {result['run_dir']}/summary.txt "
+              "and the leaderboard's error column)", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from prunetune.errors import UsageError
     from prunetune.leaderboard import Leaderboard, compare_runs, format_rows, pareto_front, require_run
 
-    board = Leaderboard(args.dir)
+    folder = Path(args.dir)
+    if not folder.exists():
+        raise UsageError(f"leaderboard folder {args.dir!r} does not exist")
+    if not folder.is_dir():
+        raise UsageError(f"leaderboard folder {args.dir!r} is not a folder")
+    board = Leaderboard(folder)
+    if args.action == "check":
+        bad = board.check()
+        for path, reason in bad:
+            print(f"{path}: {reason}")
+        print(f"{len(board.files()) - len(bad)} good file(s), {len(bad)} bad file(s)")
+        return 1 if bad else 0
     if args.action == "compare":
         if len(args.runs) != 2:
             raise UsageError("leaderboard compare takes two run ids")
@@ -293,6 +320,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(message: Warning | str) -> str:
+    text = str(message).strip()
+    return text.splitlines()[0] if text else type(message).__name__
+
+
 _COMMANDS = {
     "plugins": _cmd_plugins,
     "compress": _cmd_compress,
@@ -305,13 +337,23 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prunetune`` command line; returns the exit code."""
     args = _build_parser().parse_args(argv)
-    from prunetune.errors import UsageError
+    import warnings
+
+    from prunetune.errors import TrainingDiverged, UsageError
 
     try:
-        return _COMMANDS[args.command](args)
+        # Library warnings wait until the command ends: a mistake stays one line.
+        with warnings.catch_warnings(record=True) as caught:
+            code = _COMMANDS[args.command](args)
+        for line in dict.fromkeys(_first_line(w.message) for w in caught):
+            print(f"prunetune: warning: {line}", file=sys.stderr)
+        return code
     except UsageError as exc:
         print(f"prunetune: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"prunetune: error: training diverged: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)
         return 130

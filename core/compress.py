@@ -20,7 +20,7 @@ from torch import nn
 from prunetune.checkpoint import save_student
 from prunetune.data import DataSplits
 from prunetune.devices import select_device
-from prunetune.errors import UsageError
+from prunetune.errors import TrainingDiverged, UsageError
 from prunetune.groups import find_groups
 from prunetune.host import Host
 from prunetune.jobspec import JobSpec
@@ -31,7 +31,7 @@ from prunetune.plan import StudentPlan
 from prunetune.selection import group_ratios
 from prunetune.surgery import build_student
 from prunetune.teacher import obtain_teacher
-from prunetune.train import TrainRecipe, distill, evaluate, make_retrainer, train_supervised
+from prunetune.train import TrainRecipe, count_non_finite, distill, evaluate, make_retrainer, train_supervised
 
 __all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan", "run_compress"]
 
@@ -70,7 +70,12 @@ class CompressResult:
 def _check_output(out: str | None) -> None:
     if out is None:
         return
-    parent = Path(out).resolve().parent
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out!r} is a folder; give the student's file name, e.g. {str(path / 'student.pt')!r}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--out {out!r} exists and is not writable")
+    parent = path.resolve().parent
     if not parent.is_dir():
         raise UsageError(f"output folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -122,6 +127,8 @@ def run_compress(
 
     Raises:
         UsageError: any bad input, before anything is trained or written.
+        TrainingDiverged: a stage's loss or the student's weights stopped being finite;
+            nothing is written.
     """
     host = host or Host.create()
     registry = host.registry
@@ -129,6 +136,7 @@ def run_compress(
     _check_output(spec.out)
     scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
     pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
+    pruner.check(spec.plan)
     distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
     factory = resolve_model(registry, spec.model, spec.model_options)
     source = registry.create("dataset", spec.dataset, spec.dataset_options)
@@ -172,6 +180,10 @@ def run_compress(
         train_supervised(student, data.train_x, data.train_y, finetune, device,
                          progress=spec.progress, desc="fine-tune")
 
+    # The stages check as they train; this also covers a student no stage trained (0 epochs).
+    bad, total = count_non_finite(student.state_dict().values())
+    if bad:
+        raise TrainingDiverged(f"the student's weights are not finite ({bad} of {total} tensors); nothing written")
     val_accuracy, _ = evaluate(student, data.val_x, data.val_y, device)
     teacher_acc, _ = evaluate(teacher, data.test_x, data.test_y, device)
     student_acc, _ = evaluate(student, data.test_x, data.test_y, device)

@@ -14,6 +14,7 @@ import torch
 
 from prunetune.checkpoint import rebuild_student, save_student
 from prunetune.devices import describe_device
+from prunetune.errors import TrainingDiverged
 from prunetune.leaderboard import Leaderboard, pareto_front
 from prunetune.measure import Measurement, measure
 from prunetune.plan import StudentPlan
@@ -66,7 +67,12 @@ def _train_remote(run: SearchRun, candidate: Candidate) -> tuple[dict[str, torch
 
     ensure_ray(run.spec.address)
     task = ray.remote(train_final).options(num_cpus=run.spec.cpus_per_trial, num_gpus=run.spec.gpus_per_trial)
-    return ray.get(task.remote(run.inputs, candidate, run.spec.final_epochs))
+    try:
+        return ray.get(task.remote(run.inputs, candidate, run.spec.final_epochs))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, TrainingDiverged):  # the user's one line, not Ray's traceback
+            raise exc.cause from None
+        raise
 
 
 def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext,
@@ -80,14 +86,21 @@ def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext,
     teacher_acc, _ = evaluate(run.teacher, data.test_x, data.test_y, device)
     teacher_m = measure(run.teacher, teacher_acc, shape)
     finals = []
-    for i, row in enumerate(chosen):
-        state, meta = _train_remote(run, _candidate(row))
-        student = rebuild_student(registry, meta)
+    for row in chosen:
+        try:
+            state, meta = _train_remote(run, _candidate(row))
+        except TrainingDiverged as exc:
+            # Recorded, never kept: the next chosen trial (if any) becomes the best student.
+            failed = trial_row(ctx, f"final-{row['trial_id']}", {"plan": row["plan"], "status": "error"}, str(exc), kind="final")
+            board.write([failed], key=f"{run.run_id}-final-{row['trial_id']}")
+            echo(f"final training of trial {row['trial_id']} diverged: {exc}")
+            continue
+        student = rebuild_student(registry, meta, run.spec.model)
         student.load_state_dict(state)
         val_acc, _ = evaluate(student, data.val_x, data.val_y, device)
         test_acc, _ = evaluate(student, data.test_x, data.test_y, device)
         m = measure(student, test_acc, shape)
-        path = run.run_dir / ("best_student.pt" if i == 0 else f"student-{row['trial_id']}.pt")
+        path = run.run_dir / ("best_student.pt" if not finals else f"student-{row['trial_id']}.pt")
         meta.update(dataset=run.spec.dataset, dataset_options=dict(run.spec.dataset_options), seed=run.spec.seed,
                     val_fraction=run.spec.val_fraction, metrics={"val_accuracy": val_acc, **m.to_dict()},
                     teacher_metrics=teacher_m.to_dict(), source_trial=row["trial_id"])
@@ -115,11 +128,13 @@ def _summarise(run: SearchRun, board: Leaderboard, teacher: Measurement,
         lines += [f"best student (trial {row['trial_id']}, validation {row['val_accuracy']:.2f}% in the search):",
                   side_by_side(teacher, best)]
     else:
-        lines.append("no trial finished within the budget: no student was kept")
+        within = " within the budget" if run.spec.max_macs is not None else ""
+        lines.append(f"no trial finished{within}: no student was kept")
     summary = "\n".join(lines)
     (run.run_dir / "summary.txt").write_text(summary + "\n")
     echo(summary)
-    echo(f"outputs: {run.run_dir} (best_student.pt, pareto.png, summary.txt); leaderboard: {run.spec.leaderboard}")
+    written = [p.name for p in (*(path for _, _, path in finals), plot, run.run_dir / "summary.txt") if p.is_file()]
+    echo(f"outputs: {run.run_dir} ({', '.join(written)}); leaderboard: {run.spec.leaderboard}")
     result = {"run_id": run.run_id, "run_dir": str(run.run_dir), "pareto_png": str(plot),
               "students": [str(path) for _, _, path in finals],
               "best": finals[0][1].to_dict() if finals else None, "teacher": teacher.to_dict()}

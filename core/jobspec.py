@@ -4,12 +4,18 @@ components, the teacher's recipe and the students' training settings."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from prunetune.errors import UsageError
 
 __all__ = ["JobSpec"]
+
+
+def _finite_positive(value: float) -> bool:
+    # inf passes `> 0` yet turns every weight NaN on the first step.
+    return math.isfinite(value) and value > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +46,10 @@ class JobSpec:
         checks = [
             (self.teacher_epochs >= 0, f"--teacher-epochs must be 0 or more, got {self.teacher_epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.teacher_lr > 0, f"--teacher-lr must be positive, got {self.teacher_lr}"),
+            (_finite_positive(self.lr), f"--lr must be a finite positive number, got {self.lr}"),
+            (_finite_positive(self.teacher_lr),
+             f"--teacher-lr must be a finite positive number, got {self.teacher_lr}"),
+            # Written so that nan fails too: every comparison with nan is False.
             (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
         ]
         for ok, message in checks:

@@ -16,7 +16,7 @@ from prunetune.options import convert_value
 if TYPE_CHECKING:
     from prunetune.registry import Registry
 
-__all__ = ["CallableModelFactory", "ModelFactory", "resolve_model"]
+__all__ = ["CallableModelFactory", "ModelFactory", "check_model_named", "is_import_spec", "model_from_file", "resolve_model"]
 
 
 class ModelFactory(abc.ABC):
@@ -71,7 +71,12 @@ class CallableModelFactory(ModelFactory):
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         offered = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
-        model = self.fn(**self._kwargs(offered))
+        kwargs = self._kwargs(offered)
+        try:
+            model = self.fn(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's own factory failed: say so in one line
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise UsageError(f"model factory {self.name!r} failed: {type(exc).__name__}: {reason}") from None
         if not isinstance(model, nn.Module):
             raise UsageError(
                 f"model factory {self.name!r} returned {type(model).__name__}, "
@@ -106,15 +111,59 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
+def is_import_spec(spec: str) -> bool:
+    """Whether ``spec`` names code to import (``package.module:factory``), not a zoo model."""
+    return ":" in spec
+
+
+def model_from_file(
+    registry: Registry, spec: Any, options: Any, given: str | None, what: str
+) -> ModelFactory:
+    """The model a file names (a student's description, a run's ``search.json``).
+
+    Files never choose code to import: a zoo model is looked up in the registry, and a
+    ``package.module:factory`` is imported only when the user named the same one (``given``,
+    from the command line or the Python call).
+
+    Raises:
+        UsageError: the file names a factory the user did not give, or another model than
+            ``given``, or holds no model name.
+    """
+    check_model_named(spec, given, what)
+    if not isinstance(options, Mapping):
+        raise UsageError(f"{what} has model options that are not a mapping")
+    return resolve_model(registry, spec, options)
+
+
+def check_model_named(spec: Any, given: str | None, what: str) -> None:
+    """Refuse a model named by a file unless it is a zoo name or the user's ``given`` one.
+
+    Raises:
+        UsageError: no model name, another model than ``given``, or a
+            ``package.module:factory`` the user did not name.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise UsageError(f"{what} names no model")
+    if given is not None and given != spec:
+        raise UsageError(f"{what} was made with model {spec!r}, not {given!r}")
+    if is_import_spec(spec) and given is None:
+        raise UsageError(
+            f"{what} names model {spec!r}, code that prunetune imports only when you name it: "
+            f"pass --model {spec} if you trust it"
+        )
+
+
 def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> ModelFactory:
     """A zoo model by name, or a user factory given as ``package.module:factory``.
+
+    Only for names the user gave; a name read from a file goes through :func:`model_from_file`.
 
     Raises:
         UsageError: an unknown zoo name, a module that does not import, a missing factory,
             or options the model does not take.
         TypeError: the zoo plugin registered under ``spec`` is not a :class:`ModelFactory`.
     """
-    if ":" in spec:
+    if is_import_spec(spec):
         return CallableModelFactory(_import_factory(spec), options, name=spec)
     factory = registry.create("model", spec, options)
     if not isinstance(factory, ModelFactory):

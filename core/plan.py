@@ -22,6 +22,27 @@ def _check_kernel(size: int, where: str) -> None:
         raise UsageError(f"{where} kernel size {size} is not a positive odd integer (1, 3, 5, 7...)")
 
 
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{what} must be a number, got {json.dumps(value)}")
+    return float(value)
+
+
+def _integer(value: Any, what: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} must be an integer, got {json.dumps(value)}")
+    return value
+
+
+def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise UsageError(f"plan's {key} must be a JSON object of layer name -> value, got {json.dumps(value)}")
+    return {str(k): v for k, v in value.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentPlan:
     """Per-layer pruning ratios and kernel sizes, keyed by stable layer names.
@@ -68,18 +89,25 @@ class StudentPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudentPlan:
+        """A plan from its JSON form; every value's type is checked (no silent conversion).
+
+        Raises:
+            UsageError: an unknown key, or a value of the wrong type or out of range.
+        """
+        if not isinstance(data, Mapping):
+            raise UsageError(f"a plan must be a JSON object, got {type(data).__name__}")
         valid = ("ratio", "ratios", "kernels", "round_to", "macs_target", "max_ratio")
         unknown = set(data) - set(valid)
         if unknown:
             raise UsageError(f"plan has unknown keys {sorted(unknown)} (valid: {', '.join(valid)})")
-        target = data.get("macs_target")
+        target, round_to = data.get("macs_target"), data.get("round_to")
         return cls(
-            ratio=float(data.get("ratio", 0.0)),
-            ratios={str(k): float(v) for k, v in dict(data.get("ratios", {})).items()},
-            kernels={str(k): int(v) for k, v in dict(data.get("kernels", {})).items()},
-            round_to=data.get("round_to"),
-            macs_target=None if target is None else float(target),
-            max_ratio=float(data.get("max_ratio", 0.9)),
+            ratio=_number(data.get("ratio", 0.0), "plan's ratio"),
+            ratios={k: _number(v, f"plan's ratio of {k!r}") for k, v in _table(data, "ratios").items()},
+            kernels={k: _integer(v, f"plan's kernel size of {k!r}") for k, v in _table(data, "kernels").items()},
+            round_to=None if round_to is None else _integer(round_to, "plan's round_to"),
+            macs_target=None if target is None else _number(target, "plan's macs_target"),
+            max_ratio=_number(data.get("max_ratio", 0.9), "plan's max_ratio"),
         )
 
     def to_json(self) -> str:

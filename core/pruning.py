@@ -66,6 +66,13 @@ class PruneRecord:
 class Pruner(abc.ABC):
     """A pruner plugin. Subclasses declare a frozen dataclass ``Config``."""
 
+    def check(self, plan: StudentPlan) -> None:
+        """Refuse a plan this pruner cannot cut, before any work (the default takes any plan).
+
+        Raises:
+            UsageError: what the plan asks that this pruner does not do.
+        """
+
     @abc.abstractmethod
     def prune(self, job: PruneJob) -> PruneRecord:
         """Prune ``job.model`` in place by ``job.plan`` and return what was cut."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,6 +62,7 @@ OBJECTIVES = {
     "latency": ("latency_b256_ms", "min"),
 }
 SPEC_FILE = "search.json"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,9 @@ class SearchSpec(JobSpec):
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown:
             raise UsageError(f"unknown objective {', '.join(unknown)} (valid: {', '.join(OBJECTIVES)})")
+        if self.name is not None and not _PLAIN_NAME.fullmatch(self.name):
+            raise UsageError(f"--name {self.name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+                             "not starting with '.'), not a path")
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -116,10 +122,45 @@ class SearchSpec(JobSpec):
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSpec:
-        data = json.loads(text)
-        data["objectives"] = tuple(data["objectives"])
-        return cls(**data)
+    def from_json(cls, text: str, source: str = SPEC_FILE) -> SearchSpec:
+        """The spec a run folder holds.
+
+        Raises:
+            UsageError: ``text`` is not a search spec: not JSON, unknown or missing settings,
+                values of the wrong type or out of range.
+        """
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{source} is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{source} must hold a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"{source} has unknown settings {', '.join(unknown)}")
+        for key in ("objectives",):
+            if key in data:
+                if not isinstance(data[key], list) or not all(isinstance(o, str) for o in data[key]):
+                    raise UsageError(f"{source}: {key} must be a list of names")
+                data[key] = tuple(data[key])
+        for key, value in data.items():
+            if key.endswith("_options") and not isinstance(value, dict):
+                raise UsageError(f"{source}: {key} must be a JSON object")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a value of the wrong type reached a check
+            raise UsageError(f"{source} holds a setting of the wrong type ({exc})") from None
+
+    def with_absolute_paths(self) -> SearchSpec:
+        """This spec with its local paths absolute, so a run resumes from any directory."""
+        def absolute(path: str | None) -> str | None:
+            return path if path is None or "://" in path else str(Path(path).resolve())
+
+        return dataclasses.replace(
+            self, run_root=absolute(self.run_root), leaderboard=absolute(self.leaderboard),
+            teacher_checkpoint=absolute(self.teacher_checkpoint), storage=absolute(self.storage),
+        )
 
 
 @dataclasses.dataclass
@@ -182,9 +223,37 @@ def _check_components(host: Host, spec: SearchSpec) -> dict[str, str]:
     return versions
 
 
+def _check_folder(path: str, option: str) -> None:
+    """A folder that a run writes into: an existing folder, or one that can be made."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {path!r} is a file, not a folder")
+    existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path!r} cannot be written ({str(existing)!r} is not a writable folder)")
+
+
+def _check_reachable(model: torch.nn.Module, example: torch.Tensor, spec: SearchSpec) -> None:
+    """Refuse a budget that not even the most-pruned plan (every group cut by ``max_ratio``,
+    the teacher's kernel sizes) meets; MACs depend on the architecture alone."""
+    if spec.max_macs is None:
+        return
+    counter = MacsCounter(model, example)
+    least = counter.macs(StudentPlan(ratio=spec.max_ratio, round_to=spec.round_to))
+    full = counter.macs(StudentPlan())
+    if least > spec.max_macs * full:
+        raise UsageError(
+            f"no plan can meet --max-macs {spec.max_macs:g}: cutting every group by --max-ratio "
+            f"{spec.max_ratio:g} keeps {least / full:.3f} of the teacher's MACs "
+            f"(valid: --max-macs {math.ceil(least / full * 1000) / 1000:g} to 1, or a higher --max-ratio)"
+        )
+
+
 def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | None = None,
-                   echo: Callable[[str], None] = print) -> SearchRun:
+                   echo: Callable[[str], None] = print, run_dir: Path | None = None) -> SearchRun:
     """Resolve and check everything, then load data and the teacher (trained once if needed).
+
+    ``run_dir`` (with ``run_id``) is the folder of a run being resumed.
 
     Raises:
         UsageError: any bad input, before anything is trained or written.
@@ -195,16 +264,18 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     factory = resolve_model(registry, spec.model, spec.model_options)
     if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
         raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
-    resuming = run_id is not None
+    resuming = run_dir is not None
     run_id = run_id or _run_id(spec)
-    run_dir = Path(spec.run_root) / run_id
+    run_dir = run_dir or Path(spec.run_root) / run_id
     if not resuming and run_dir.exists():
         raise UsageError(f"run folder {str(run_dir)!r} exists: continue it with --resume {run_dir}, or pick another --name")
-    if not Path(spec.run_root).resolve().parent.is_dir():
-        raise UsageError(f"folder {str(Path(spec.run_root).resolve().parent)!r} for the runs does not exist")
+    _check_folder(spec.run_root, "--runs")
+    _check_folder(spec.leaderboard, "--leaderboard")
 
     data = registry.create("dataset", spec.dataset, spec.dataset_options).load(spec.seed, spec.val_fraction)
-    check_plan(build_teacher_model(factory, data, spec.model), StudentPlan(), data.train_x[:1])
+    untrained = build_teacher_model(factory, data, spec.model)
+    check_plan(untrained, StudentPlan(), data.train_x[:1])
+    _check_reachable(untrained, data.train_x[:1], spec)
     device = select_device("auto")
     c, h, _ = data.input_shape
     meta = {"model": spec.model, "model_options": dict(spec.model_options),
@@ -287,8 +358,9 @@ def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = 
     from prunetune.final import finish_run
     from prunetune.tuning import RowContext, fit_trials  # Ray and Optuna load only here
 
-    run_id = Path(resume).name if resume else None
-    prepared = prepare_search(spec, host, run_id, echo)
+    spec = spec.with_absolute_paths()
+    run_dir = Path(resume).resolve() if resume else None
+    prepared = prepare_search(spec, host, run_dir.name if run_dir else None, echo, run_dir)
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (prepared.run_dir / SPEC_FILE).write_text(spec.to_json())

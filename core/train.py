@@ -1,7 +1,9 @@
 """The training stages: teacher training, distillation of a student, and fine-tuning.
 
 Every stage runs the same small loop (:func:`_fit`) with its own per-step loss; the loop is
-device-agnostic: models are moved to the given device and data batches follow them.
+device-agnostic: models are moved to the given device and data batches follow them. A loss,
+weights or validation loss that stop being finite end the stage with
+:class:`~prunetune.errors.TrainingDiverged` within the epoch it happened in.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,11 +22,13 @@ from torch import nn
 from tqdm import tqdm
 
 from prunetune.distillation import DistillBatch, Distiller, capture_outputs
+from prunetune.errors import TrainingDiverged
 
 __all__ = [
     "EpochCallback",
     "TrainRecipe",
     "brief_distill",
+    "count_non_finite",
     "distill",
     "evaluate",
     "make_retrainer",
@@ -73,7 +77,7 @@ class TrainRecipe:
         checks = [
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be finite and > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (
@@ -182,6 +186,73 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+# -- divergence ----------------------------------------------------------------------------
+
+
+def _name(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def count_non_finite(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+    """``(how many, of how many)`` floating-point tensors hold a NaN or an infinity.
+
+    Reads each device once, however many tensors there are.
+    """
+    flags: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t.is_floating_point():
+            flags.setdefault(t.device, []).append(t.detach().isfinite().all())
+    bad = sum(int((~torch.stack(f)).sum()) for f in flags.values())
+    return bad, sum(len(f) for f in flags.values())
+
+
+def _check_weights(modules: Sequence[nn.Module], when: str, flag: str) -> None:
+    # Buffers too: a BatchNorm's running statistics turn NaN with the activations.
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    bad, total = count_non_finite(tensors)
+    if bad:
+        raise TrainingDiverged(f"weights became non-finite {when} ({bad} of {total} tensors; lower {flag}?)")
+
+
+class _LossWatch:
+    """Finds the first optimizer step whose loss is not finite.
+
+    On a CPU every step is checked at once (reading a CPU scalar costs nothing). Elsewhere the
+    first bad step and its loss stay on the device, so the GPU never waits on the host per
+    step, and :meth:`check` reads them once, with the epoch's sums.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.eager = device.type == "cpu"
+        self.steps = 0  # optimizer steps so far, across epochs
+        self._first = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+        self._value = torch.zeros((), device=device)
+
+    def observe(self, loss: torch.Tensor, where: str) -> None:
+        """Count one step with ``loss``; ``where`` ends the message (``epoch 2 of distill; ...``)."""
+        self.steps += 1
+        loss = loss.detach().float()
+        if self.eager:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {_name(value)} at step {self.steps} ({where})")
+            return
+        bad = ~torch.isfinite(loss) & (self._first == 0)
+        self._first.masked_fill_(bad, self.steps)
+        self._value = torch.where(bad, loss, self._value)
+
+    def check(self, where: str) -> None:
+        """Raise for a bad step :meth:`observe` kept on the device."""
+        first = int(self._first.item())
+        if first:
+            raise TrainingDiverged(f"loss became {_name(self._value.item())} at step {first} ({where})")
+
+
+def _lr_flag(desc: str) -> str:
+    # The teacher is trained with --teacher-lr; every other stage with --lr (fine-tuning at a tenth).
+    return "--teacher-lr" if desc == "teacher" else "--lr"
+
+
 def _train_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -192,8 +263,14 @@ def _train_epoch(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     bar: tqdm,
+    watch: _LossWatch,
+    where: str,
 ) -> tuple[float, float]:
-    """One pass in ``order``: ``(mean loss, accuracy in percent)``."""
+    """One pass in ``order``: ``(mean loss, accuracy in percent)``.
+
+    Raises:
+        TrainingDiverged: a step's loss was not finite (on a GPU, found at the epoch's end).
+    """
     # Summed on the device and read once per epoch, so a GPU never waits on the host per step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -201,6 +278,7 @@ def _train_epoch(
         idx = order[part]
         xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
         loss, logits = step(xb, yb, idx)
+        watch.observe(loss, where)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -208,6 +286,7 @@ def _train_epoch(
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(dim=1) == yb).sum()
         bar.update(1)
+    watch.check(where)
     return loss_sum.item() / len(x), 100.0 * correct.item() / len(x)
 
 
@@ -225,7 +304,12 @@ def _fit(
     desc: str,
     on_epoch: EpochCallback | None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` (and ``extra``'s parameters) for ``recipe.epochs`` with ``step``'s loss."""
+    """Train ``model`` (and ``extra``'s parameters) for ``recipe.epochs`` with ``step``'s loss.
+
+    Raises:
+        TrainingDiverged: a non-finite loss, weights or validation loss, before the epoch's
+            metrics are reported.
+    """
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels")
     if len(x) == 0 and recipe.epochs > 0:
@@ -236,15 +320,20 @@ def _fit(
     shuffle = torch.Generator().manual_seed(recipe.seed)
     history: list[dict[str, Any]] = []
     total = recipe.epochs * steps_per_epoch
-    with tqdm(total=total, desc=desc, file=sys.stderr, disable=not progress) as bar:
+    watch = _LossWatch(device)
+    flag = _lr_flag(desc)
+    # Bars only on a terminal: redraws in a log file make it megabytes of noise.
+    with tqdm(total=total, desc=desc, file=sys.stderr, disable=not (progress and sys.stderr.isatty())) as bar:
         for epoch in range(1, recipe.epochs + 1):
             started = time.perf_counter()
             model.train()
             extra.train()
             order = torch.randperm(len(x), generator=shuffle)
+            where = f"epoch {epoch} of {desc}; lower {flag}?"
             loss, accuracy = _train_epoch(
-                x, y, order, recipe.batch_size, device, step, opt, sched, bar
+                x, y, order, recipe.batch_size, device, step, opt, sched, bar, watch, where
             )
+            _check_weights([model, extra], f"after epoch {epoch} of {desc}", flag)
             metrics: dict[str, Any] = {
                 "epoch": epoch,
                 "train_loss": loss,
@@ -253,6 +342,11 @@ def _fit(
             }
             if val is not None:
                 metrics["val_accuracy"], metrics["val_loss"] = evaluate(model, *val, device)
+                if len(val[0]) and not math.isfinite(metrics["val_loss"]):
+                    raise TrainingDiverged(
+                        f"validation loss became {_name(metrics['val_loss'])} after epoch {epoch}"
+                        f" of {desc} (lower {flag}?)"
+                    )
             metrics["seconds"] = time.perf_counter() - started
             bar.set_postfix(
                 {k: f"{v:.3g}" for k, v in metrics.items() if k in ("train_loss", "val_accuracy")}
@@ -466,6 +560,7 @@ def brief_distill(
     Raises:
         ValueError: negative ``steps``, no samples, or ``x``, ``y`` and ``teacher_logits``
             of different lengths.
+        TrainingDiverged: a step's loss, or the weights at the end, were not finite.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -491,14 +586,19 @@ def brief_distill(
         extra.train()
         picker = torch.Generator().manual_seed(seed)
         loss_sum = torch.zeros((), device=device)
+        watch = _LossWatch(device)
+        where = "retraining between pruning steps; lower --lr?"
         for _ in range(steps):
             idx = torch.randperm(len(x), generator=picker)[: recipe.batch_size]
             xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
             loss, _ = step(xb, yb, idx)
+            watch.observe(loss, where)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach()
+        watch.check(where)
+        _check_weights([student, extra], "while retraining between pruning steps", "--lr")
     return loss_sum.item() / steps
 
 

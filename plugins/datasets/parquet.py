@@ -212,6 +212,17 @@ def _labels(column: pa.ChunkedArray, where: str) -> np.ndarray:
     return y
 
 
+def _check_classes(y: np.ndarray, where: str) -> None:
+    """Refuse labels that are not class ids 0..K-1: the model gets ``max + 1`` outputs, so a
+    stray 100000 would silently make a 100,001-class model."""
+    if not len(y):
+        return
+    classes, distinct = int(y.max()) + 1, len(np.unique(y))
+    if classes > 2 * distinct:
+        raise UsageError(f"{where} holds {distinct} distinct labels up to {classes - 1}; "
+                         f"expected class ids 0..K-1 (relabel them 0..{distinct - 1})")
+
+
 class ParquetDataset(DatasetSource):
     """Your images and labels from Parquet files (raw uint8 pixels or PNG/JPEG bytes)."""
 
@@ -274,6 +285,7 @@ class ParquetDataset(DatasetSource):
                 f"training images are {_dims(train_x.shape[1:])} but test images are "
                 f"{_dims(test_x.shape[1:])} (CxHxW); both splits must share one shape"
             )
+        _check_classes(np.concatenate([train_y, test_y]), f"the label column {self.config.label_column!r}")
         return make_splits(train_x, train_y, test_x, test_y, seed=seed, val_fraction=val_fraction)
 
 

@@ -37,6 +37,7 @@ from prunetune.errors import UsageError
 from prunetune.groups import ChannelGroup, Member, find_groups
 from prunetune.masking import KeepMasked
 from prunetune.measure import count_macs_params
+from prunetune.plan import StudentPlan
 from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
 from prunetune.registry import Registry
 from prunetune.selection import group_ratios
@@ -275,6 +276,10 @@ class BlockwisePruner(Pruner):
     def __init__(self, config: Config) -> None:
         self.config = config
 
+    def check(self, plan: StudentPlan) -> None:
+        if plan.macs_target is not None:
+            raise UsageError("the blockwise pruner cuts each layer by its ratio; it takes no MACs target")
+
     def prune(self, job: PruneJob) -> PruneRecord:
         """Zero blocks per layer, remove channels zero in every producer, mask the rest.
 
@@ -286,8 +291,7 @@ class BlockwisePruner(Pruner):
             UsageError: the plan asks for a MACs target, or the scorer needs calibration data
                 and none was given.
         """
-        if job.plan.macs_target is not None:
-            raise UsageError("the blockwise pruner cuts each layer by its ratio; it takes no MACs target")
+        self.check(job.plan)
         groups = find_groups(job.model, job.ctx.example_input)
         ratios = group_ratios(groups, job.plan)
         layers = _make_layers(groups, ratios, self.config.out_blocks, self.config.in_blocks)

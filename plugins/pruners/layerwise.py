@@ -18,6 +18,7 @@ from tqdm import tqdm
 from prunetune import hookimpl
 from prunetune.errors import UsageError
 from prunetune.groups import ChannelGroup, find_groups
+from prunetune.plan import StudentPlan
 from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
 from prunetune.registry import Registry
 from prunetune.selection import choose_removals, group_ratios
@@ -52,12 +53,15 @@ class LayerwisePruner(Pruner):
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def prune(self, job: PruneJob) -> PruneRecord:
-        if job.plan.macs_target is not None:
+    def check(self, plan: StudentPlan) -> None:
+        if plan.macs_target is not None:
             raise UsageError(
                 "the layerwise pruner ranks channels layer by layer and takes per-layer ratios, "
                 "not a global MACs target"
             )
+
+    def prune(self, job: PruneJob) -> PruneRecord:
+        self.check(job.plan)
         example = job.ctx.example_input
         # Ratios are fixed up front: group names are stable across cuts, the groups are not.
         ratios = group_ratios(find_groups(job.model, example), job.plan)
@@ -66,7 +70,7 @@ class LayerwisePruner(Pruner):
             raise UsageError("this scorer needs calibration data, and none was given")
         was_training = job.model.training
         removed: dict[str, list[int]] = {}
-        bar = tqdm(todo, desc="layerwise", unit="layer", file=sys.stderr, disable=not self.config.progress)
+        bar = tqdm(todo, desc="layerwise", unit="layer", file=sys.stderr, disable=not (self.config.progress and sys.stderr.isatty()))
         with bar:
             for name in bar:
                 bar.set_postfix_str(name)

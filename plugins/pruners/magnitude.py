@@ -116,11 +116,14 @@ class MagnitudePruner(Pruner):
     def __init__(self, config: EmptyConfig) -> None:
         self.config = config
 
-    def prune(self, job: PruneJob) -> PruneRecord:
-        if job.plan.macs_target is not None:
+    def check(self, plan: StudentPlan) -> None:
+        if plan.macs_target is not None:
             raise UsageError(
                 "the magnitude pruner leaves MACs unchanged: it takes a ratio, not a MACs target"
             )
+
+    def prune(self, job: PruneJob) -> PruneRecord:
+        self.check(job.plan)
         model, example = job.model, job.ctx.example_input
         head = classifier_name(model, example)
         own = _layer_ratios(model, example, job.plan)

@@ -134,3 +134,33 @@ def test_argparse_mistakes_are_one_line_exit_2(capsys: pytest.CaptureFixture[str
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "invalid float value" in err
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    loud = [a for a in TINY if a != "--quiet"]
+    out = subprocess.run([sys.executable, "-m", "prunetune", "compress", *loud, "--epochs", "2", "--out", str(tmp_path / "s.pt")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "it/s" not in out.stderr, out.stderr[:500]
+
+
+def test_library_warnings_never_add_lines_to_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import prunetune.compress
+
+    real = prunetune.compress.run_compress
+
+    def noisy(*args: object, **kwargs: object) -> object:
+        warnings.warn("a library's warning\nover two lines", UserWarning)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prunetune.compress, "run_compress", noisy)
+    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "s.pt"), *TINY, "--scorer", "l9")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "s.pt"), *TINY)
+    assert code == 0 and "prunetune: warning: a library's warning" in err and "over two lines" not in err

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -16,14 +17,21 @@ from prunetune.search import SearchSpec
     [
         ({"teacher_epochs": -1}, "--teacher-epochs must be 0 or more, got -1"),
         ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
-        ({"lr": 0.0}, "--lr must be positive, got 0.0"),
-        ({"teacher_lr": -0.1}, "--teacher-lr must be positive, got -0.1"),
+        ({"lr": 0.0}, "--lr must be a finite positive number, got 0.0"),
+        ({"lr": math.inf}, "--lr must be a finite positive number, got inf"),
+        ({"lr": math.nan}, "--lr must be a finite positive number, got nan"),
+        ({"teacher_lr": -0.1}, "--teacher-lr must be a finite positive number, got -0.1"),
+        ({"teacher_lr": math.inf}, "--teacher-lr must be a finite positive number, got inf"),
+        ({"teacher_lr": math.nan}, "--teacher-lr must be a finite positive number, got nan"),
         ({"val_fraction": 1.0}, r"--val-fraction must be in \(0, 1\), got 1.0"),
+        ({"val_fraction": math.nan}, r"--val-fraction must be in \(0, 1\), got nan"),
+        ({"val_fraction": math.inf}, r"--val-fraction must be in \(0, 1\), got inf"),
     ],
 )
 def test_compress_and_search_refuse_the_shared_settings_alike(spec_class, changes, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as caught:
         spec_class(**changes)
+    assert "\n" not in str(caught.value)
 
 
 def test_both_specs_start_with_the_shared_settings_and_their_defaults():

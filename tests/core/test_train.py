@@ -276,13 +276,19 @@ def test_adam_and_constant_schedule() -> None:
     assert [h["lr"] for h in history] == [1e-3, 1e-3]
 
 
-def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_progress_bar_goes_to_stderr_only_on_a_terminal(
+    terminal: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
     x, y = tiny_problem(8)
     train_supervised(
         TinyConvNet((4, 8)), x, y, TrainRecipe(epochs=1, batch_size=8), CPU, desc="warm-up"
     )
     captured = capsys.readouterr()
-    assert "warm-up" in captured.err and captured.out == ""
+    assert ("warm-up" in captured.err) is terminal and captured.out == ""
 
 
 def test_capture_outputs_rejects_unknown_layers() -> None:

@@ -143,7 +143,10 @@ def test_registered_with_a_checked_config_and_a_description() -> None:
         registry.create("pruner", "layerwise", {"retrain_steps": "-1"})
 
 
-def test_progress_bar_names_the_layer(capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_names_the_layer(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars show only on a terminal
     LayerwisePruner(LayerwisePruner.Config(retrain_steps=0)).prune(
         _job(_residual(), StudentPlan(ratio=0.5), Recording())
     )
