@@ -74,6 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
     _add_leaderboard_parser(sub)
+    _add_rerun_parser(sub)
 
     e = sub.add_parser("evaluate", help="reload a student and measure it on its test split")
     e.add_argument("checkpoint", help="a student file written by compress or search")
@@ -131,6 +132,26 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
     s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
     _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
+
+
+def _add_rerun_parser(sub: Any) -> None:
+    r = sub.add_parser(
+        "rerun",
+        help="train one search trial again from its leaderboard row and check its validation accuracy",
+        description="Rebuilds the trial's student from its row's parameters and the run's search.json "
+        "(the teacher from the cache), distils it in this process as the trial did, and prints the row "
+        "against the rerun. Exit 0 when the validation accuracies agree within --tolerance, 1 when not. "
+        "Nothing is written.",
+    )
+    r.add_argument("run_id", metavar="RUN_ID", help="the run, a folder in --runs")
+    r.add_argument("trial_id", metavar="TRIAL_ID", help="the trial's id on the leaderboard")
+    r.add_argument("--leaderboard", default=None, metavar="DIR", help="the leaderboard folder (default: the run's)")
+    r.add_argument("--runs", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
+    r.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                   help="the run's model, when it is a factory: a run folder never makes prunetune import code")
+    r.add_argument("--tolerance", type=float, default=None, metavar="PTS",
+                   help="accuracy points the rerun may differ by (default: 0, exact, for a trial trained on the "
+                   "CPU; 1 for one trained on a GPU, which a machine without one reruns only when this is given)")
 
 
 def _add_leaderboard_parser(sub: Any) -> None:
@@ -320,6 +341,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    from prunetune.rerun import rerun_trial
+
+    result = rerun_trial(args.run_id, args.trial_id, runs=args.runs, leaderboard=args.leaderboard,
+                         model=args.model, tolerance=args.tolerance)
+    print(result.report())
+    return 0 if result.reproduced else 1
+
+
 def _first_line(message: Warning | str) -> str:
     text = str(message).strip()
     return text.splitlines()[0] if text else type(message).__name__
@@ -331,6 +361,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "search": _cmd_search,
     "leaderboard": _cmd_leaderboard,
+    "rerun": _cmd_rerun,
 }
 
 

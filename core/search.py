@@ -250,10 +250,13 @@ def _check_reachable(model: torch.nn.Module, example: torch.Tensor, spec: Search
 
 
 def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | None = None,
-                   echo: Callable[[str], None] = print, run_dir: Path | None = None) -> SearchRun:
+                   echo: Callable[[str], None] = print, run_dir: Path | None = None,
+                   for_search: bool = True) -> SearchRun:
     """Resolve and check everything, then load data and the teacher (trained once if needed).
 
-    ``run_dir`` (with ``run_id``) is the folder of a run being resumed.
+    ``run_dir`` (with ``run_id``) is the folder of an existing run. ``for_search=False``
+    prepares only what a single trial needs (``prunetune rerun``): nothing will be written, so
+    the output folders are not checked, and no first points are computed.
 
     Raises:
         UsageError: any bad input, before anything is trained or written.
@@ -269,8 +272,9 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     run_dir = run_dir or Path(spec.run_root) / run_id
     if not resuming and run_dir.exists():
         raise UsageError(f"run folder {str(run_dir)!r} exists: continue it with --resume {run_dir}, or pick another --name")
-    _check_folder(spec.run_root, "--runs")
-    _check_folder(spec.leaderboard, "--leaderboard")
+    if for_search:
+        _check_folder(spec.run_root, "--runs")
+        _check_folder(spec.leaderboard, "--leaderboard")
 
     data = registry.create("dataset", spec.dataset, spec.dataset_options).load(spec.seed, spec.val_fraction)
     untrained = build_teacher_model(factory, data, spec.model)
@@ -294,8 +298,8 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
 
     space = registry.create("search_space", spec.space, spec.space_options)
     uniform = _uniform_ratio(teacher, budget, example.cpu(), spec)
-    baseline = space.baseline(structure, uniform)
-    seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform)
+    baseline = space.baseline(structure, uniform) if for_search else None
+    seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform) if for_search else ()
     inputs = TrialInputs(
         model_meta=meta, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,3 +170,21 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys:
 
     assert re.search(message, err), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_diverging_trials_end_as_errors_and_no_student_is_kept(tmp_path: Path, ray_cluster,  # type: ignore[no-untyped-def]
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from prunetune.cli import main
+
+    code = main(["search", "--runs", str(tmp_path / "runs"), "--leaderboard", str(tmp_path / "board"), "--name", "nan",
+                 "--lr", "1e30", "--num-samples", "2", "--dataset-opt", "limit=300", "--model-opt", "width=4",
+                 "--teacher-epochs", "1", "--epochs", "2", "--final-epochs", "1", "--address", ray_cluster.address])
+    out, err = capsys.readouterr()
+    assert code == 1 and err.strip().splitlines()[-1].startswith("prunetune: error: the search kept no student"), err
+    trials = Leaderboard(tmp_path / "board").rows(run_id="nan")
+    assert len(trials) == 2 and all(r["kind"] == "trial" and r["status"] == "error" for r in trials)
+    # Stopped in the first epoch: nothing of the diverged epoch was reported.
+    assert all(re.search(r"loss became (NaN|inf) at step \d+ \(epoch 1 of distill", r["error"]) and r["epochs"] == 0
+               for r in trials), [r["error"] for r in trials]
+    assert not (tmp_path / "runs" / "nan" / "best_student.pt").exists()
+    assert "best_student.pt" not in out.splitlines()[-1]  # the last line names only files that exist
