@@ -29,7 +29,7 @@ from prunetune.measure import Measurement, measure
 from prunetune.models import ModelFactory, resolve_model
 from prunetune.plan import StudentPlan
 from prunetune.selection import group_ratios
-from prunetune.surgery import build_student
+from prunetune.surgery import build_student, check_output_shape
 from prunetune.teacher import obtain_teacher
 from prunetune.train import TrainRecipe, count_non_finite, distill, evaluate, make_retrainer, train_supervised
 
@@ -167,6 +167,7 @@ def run_compress(
     student, record = build_student(
         teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain
     )
+    check_output_shape(spec.pruner, teacher, student, example)
     student.to(device)
 
     recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)

@@ -22,8 +22,8 @@ from prunetune.plot import pareto_png
 from prunetune.report import side_by_side
 from prunetune.search import SearchRun
 from prunetune.spaces import Candidate
-from prunetune.train import TrainRecipe, distill, evaluate
-from prunetune.trial import TrialInputs, candidate_distiller, make_candidate_student, worker_state
+from prunetune.train import evaluate
+from prunetune.trial import TrialInputs, distill_candidate, make_candidate_student, worker_state
 from prunetune.tuning import RowContext, ensure_ray, trial_row
 
 __all__ = ["choose_trials", "finish_run", "train_final"]
@@ -51,14 +51,9 @@ def train_final(inputs: TrialInputs, candidate: Candidate, epochs: int) -> tuple
     """Build and distil one student from the teacher; ``(cpu state_dict, description)``."""
     torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
     state = worker_state(inputs)  # a worker that ran trials of this search has it already
-    registry, teacher, device = state.registry, state.teacher, state.device
-    student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
-    distiller = candidate_distiller(registry, inputs, candidate)
-    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
-    logits = inputs.teacher_logits if distiller.uses_teacher else None
-    distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
-            val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False)
-    meta["trained_on"] = describe_device(device)
+    student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
+    distill_candidate(state, inputs, candidate, student, epochs)
+    meta["trained_on"] = describe_device(state.device)
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}, meta
 
 

@@ -89,6 +89,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("epochs", pa.int32(), True, "distillation epochs the student trained"),
     ("status", pa.string(), False, "'ok', 'error', 'stopped' (ended early by the scheduler or the user) or 'infeasible' (over the MACs budget even after repair; never trained)"),
     ("error", pa.string(), True, "the error text of a failed trial"),
+    ("attempts", pa.int32(), True, "how many times the trial started: 1, or more when Tune retried it after a failure"),
     ("plugin_versions", pa.string(), True, "JSON {distribution: version} of the plugins in use"),
     ("seed", pa.int64(), True, "the run's seed"),
     ("git_revision", pa.string(), True, "prunetune's git revision, when run from a checkout"),

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from prunetune.budget import repair
 from prunetune.devices import describe_device
 from prunetune.errors import UsageError
 from prunetune.leaderboard import Leaderboard
@@ -31,9 +30,7 @@ from prunetune.measure import count_macs_params
 from prunetune.models import check_model_named
 from prunetune.report import format_table
 from prunetune.search import SPEC_FILE, SearchSpec, prepare_search
-from prunetune.spaces import Candidate
-from prunetune.train import TrainRecipe, distill
-from prunetune.trial import TrialInputs, candidate_distiller, make_candidate_student, worker_state
+from prunetune.trial import TrialInputs, distill_candidate, make_candidate_student, repaired_candidate, worker_state
 
 __all__ = ["GPU_TOLERANCE", "RERUNNABLE", "TrialRerun", "find_trial", "is_gpu_row", "rerun_trial", "retrain_trial"]
 
@@ -130,18 +127,12 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
     """
     with _threads(max(1, int(inputs.cpus_per_trial))):
         state = worker_state(inputs)
-        registry, teacher, device = state.registry, state.teacher, state.device
-        candidate = Candidate.from_params(dict(params), inputs.round_to)
-        result: dict[str, Any] = {"feasible": True, "hardware": describe_device(device)}
-        if inputs.budget_macs is not None:
-            fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
-            candidate = dataclasses.replace(candidate, plan=fix.plan)
-            if not fix.feasible:
-                plan = json.dumps(fix.plan.to_dict(), sort_keys=True)
-                return {**result, "feasible": False, "macs": fix.macs, "plan": plan}
-        student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
+        candidate, fix = repaired_candidate(state, inputs, params)
+        result: dict[str, Any] = {"feasible": True, "hardware": describe_device(state.device)}
+        if fix is not None and not fix.feasible:
+            return {**result, "feasible": False, "macs": fix.macs, "plan": json.dumps(fix.plan.to_dict(), sort_keys=True)}
+        student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
         macs, _ = count_macs_params(student, tuple(inputs.model_meta["input_shape"]))
-        distiller = candidate_distiller(registry, inputs, candidate)
         result.update(macs=macs, plan=json.dumps(candidate.plan.to_dict(), sort_keys=True),
                       scorer=meta["scorer"], distiller=meta["distiller"])
         last = epochs or inputs.epochs
@@ -151,11 +142,8 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
             if epoch >= last:
                 raise _Enough
 
-        recipe = TrainRecipe(epochs=inputs.epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
-        logits = inputs.teacher_logits if distiller.uses_teacher else None
         with contextlib.suppress(_Enough):
-            distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
-                    val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
+            distill_candidate(state, inputs, candidate, student, inputs.epochs, on_epoch)
     return result
 
 

@@ -157,9 +157,13 @@ class SearchSpec(JobSpec):
         def absolute(path: str | None) -> str | None:
             return path if path is None or "://" in path else str(Path(path).resolve())
 
+        # Dataset options name their files plugin by plugin: those naming an existing path.
+        dataset_options = {k: absolute(v) if isinstance(v, str) and v and Path(v).exists() else v
+                           for k, v in self.dataset_options.items()}
         return dataclasses.replace(
             self, run_root=absolute(self.run_root), leaderboard=absolute(self.leaderboard),
             teacher_checkpoint=absolute(self.teacher_checkpoint), storage=absolute(self.storage),
+            dataset_options=dataset_options,
         )
 
 

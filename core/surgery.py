@@ -13,7 +13,7 @@ from prunetune.plan import StudentPlan
 from prunetune.pruning import PruneJob, PruneRecord, Pruner
 from prunetune.scoring import ScoreContext, Scorer
 
-__all__ = ["build_student"]
+__all__ = ["build_student", "check_output_shape"]
 
 
 def build_student(
@@ -39,3 +39,27 @@ def build_student(
     ctx = ScoreContext(student, example_input, calibration, seed)
     record = pruner.prune(PruneJob(student, plan, scorer, ctx, retrain))
     return student, record
+
+
+def _output_shape(model: nn.Module, example: torch.Tensor) -> tuple[int, ...]:
+    """The shape of one example's output, the model's mode and batch-norm statistics untouched."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()  # in training mode a forward pass would update batch-norm statistics
+    try:
+        with torch.no_grad():
+            return tuple(model(example).shape[1:])
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def check_output_shape(pruner: str, teacher: nn.Module, student: nn.Module, example: torch.Tensor) -> None:
+    """Refuse a student whose output differs in shape from the teacher's: distillation would
+    fail later with a message that names neither the pruner nor the shapes.
+
+    Raises:
+        ValueError: ``pruner 'x' changed the model's output shape from (10,) to (7,)``.
+    """
+    want, got = _output_shape(teacher, example), _output_shape(student, example)
+    if got != want:
+        raise ValueError(f"pruner {pruner!r} changed the model's output shape from {want} to {got}")

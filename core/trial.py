@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunetune.budget import repair
+from prunetune.budget import RepairResult, repair
 from prunetune.checkpoint import save_student
 from prunetune.devices import describe_device
 from prunetune.host import Host
@@ -38,12 +38,12 @@ from prunetune.measure import count_macs_params, cpu_latency_ms
 from prunetune.models import resolve_model
 from prunetune.registry import Registry
 from prunetune.spaces import Candidate
-from prunetune.surgery import build_student
-from prunetune.train import TrainRecipe, distill, make_retrainer
+from prunetune.surgery import build_student, check_output_shape
+from prunetune.train import EpochCallback, TrainRecipe, distill, make_retrainer
 
 __all__ = [
-    "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher", "make_candidate_student",
-    "run_trial", "worker_state",
+    "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher",
+    "distill_candidate", "failure_text", "make_candidate_student", "repaired_candidate", "run_trial", "worker_state",
 ]
 
 
@@ -114,10 +114,11 @@ def make_candidate_student(
         (inputs.train_x[i : i + 64].to(device), inputs.train_y[i : i + 64].to(device))
         for i in range(0, min(len(inputs.train_x), 64 * inputs.calibration_batches), 64)
     ]
+    example = inputs.train_x[:1].to(device)
     student, record = build_student(
-        teacher.to(device), candidate.plan, pruner, scorer, inputs.train_x[:1].to(device),
-        calibration, seed=inputs.seed, retrain=retrain,
+        teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=inputs.seed, retrain=retrain,
     )
+    check_output_shape(comp.pruner, teacher, student, example)
     meta = {
         **inputs.model_meta,
         "plan": candidate.plan.to_dict(),
@@ -224,52 +225,81 @@ def _node_id() -> str | None:
         return None
 
 
+def repaired_candidate(state: WorkerState, inputs: TrialInputs,
+                       params: Mapping[str, Any]) -> tuple[Candidate, RepairResult | None]:
+    """The candidate of a trial's parameters, its plan repaired to the budget (no budget: None)."""
+    candidate = Candidate.from_params(dict(params), inputs.round_to)
+    if inputs.budget_macs is None:
+        return candidate, None
+    fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
+    return dataclasses.replace(candidate, plan=fix.plan), fix
+
+
+def distill_candidate(state: WorkerState, inputs: TrialInputs, candidate: Candidate, student: nn.Module,
+                      epochs: int, on_epoch: EpochCallback | None = None) -> None:
+    """Distil ``student`` as every trial does: the candidate's distiller, the run's recipe."""
+    distiller = candidate_distiller(state.registry, inputs, candidate)
+    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
+    logits = inputs.teacher_logits if distiller.uses_teacher else None
+    distill(student, state.teacher, distiller, inputs.train_x, inputs.train_y, recipe, state.device,
+            val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a trial's error column: the exception's type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()[:2000]
+
+
 def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
-    """The Ray Tune trainable: report metrics (and a checkpoint) after every epoch."""
+    """The Ray Tune trainable: report metrics (and a checkpoint) after every epoch.
+
+    A failure of the trial's own making (a plugin that raises, a plan the model cannot take, a
+    diverged loss) is reported as the trial's result with an ``error``, so Tune retries only
+    trials whose worker or node was lost: the same plan would fail the same way again.
+    """
     from ray import tune
 
     clock = TrialClock()
     torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
     state = worker_state(inputs)
-    registry, teacher, device = state.registry, state.teacher, state.device
-    params = {k: v for k, v in config.items()}
-    candidate = Candidate.from_params(params, inputs.round_to)
+    params = dict(config)
     shape = tuple(inputs.model_meta["input_shape"])
-    base = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True, "repaired": False,
-            "hardware": describe_device(device)}
+    known: dict[str, Any] = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True,
+                             "repaired": False, "hardware": describe_device(state.device), "epoch": 0}
+    try:
+        candidate, fix = repaired_candidate(state, inputs, params)
+        if fix is not None:
+            known.update(feasible=fix.feasible, repaired=fix.repaired)
+            if not fix.feasible:
+                # Never trained: reported once so the searcher learns the region is out of budget.
+                tune.report({**known, "val_accuracy": 0.0, "macs": fix.macs,
+                             "macs_fraction": fix.macs / inputs.teacher_macs, "plan": json.dumps(fix.plan.to_dict()),
+                             **clock.seconds()})
+                return
+        known["plan"] = json.dumps(candidate.plan.to_dict(), sort_keys=True)
+        with clock.timing("prune"):
+            student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
+            macs, n_params = count_macs_params(student, shape)
+            known.update(latency_b1_ms=cpu_latency_ms(student, shape, 1, 10),
+                         latency_b256_ms=cpu_latency_ms(student, shape, 256, 3))
+        known.update(macs=macs, params=n_params, macs_fraction=macs / inputs.teacher_macs, scorer=meta["scorer"],
+                     distiller=meta["distiller"])
 
-    if inputs.budget_macs is not None:
-        fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
-        candidate = dataclasses.replace(candidate, plan=fix.plan)
-        base.update(feasible=fix.feasible, repaired=fix.repaired)
-        if not fix.feasible:
-            # Never trained: reported once so the searcher learns the region is out of budget.
-            tune.report({**base, "epoch": 0, "val_accuracy": 0.0, "macs": fix.macs,
-                         "macs_fraction": fix.macs / inputs.teacher_macs, "plan": json.dumps(fix.plan.to_dict()),
-                         **clock.seconds()})
-            return
+        def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+            clock.stop()  # saving and reporting are overhead, not training
+            known["epoch"] = epoch
+            with tempfile.TemporaryDirectory() as folder:
+                save_student(Path(folder) / "student.pt", student, meta)
+                report = {**known, "val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"],
+                          "train_loss": metrics["train_loss"], **clock.seconds()}
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+            clock.start("train")
 
-    with clock.timing("prune"):
-        student, _, meta = make_candidate_student(registry, inputs, teacher, candidate, device)
-        macs, n_params = count_macs_params(student, shape)
-        latency = {"latency_b1_ms": cpu_latency_ms(student, shape, 1, 10),
-                   "latency_b256_ms": cpu_latency_ms(student, shape, 256, 3)}
-    distiller = candidate_distiller(registry, inputs, candidate)
-    fixed = {**base, **latency, "macs": macs, "params": n_params, "macs_fraction": macs / inputs.teacher_macs,
-             "plan": json.dumps(candidate.plan.to_dict(), sort_keys=True), "scorer": meta["scorer"],
-             "distiller": meta["distiller"]}
-
-    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        clock.stop()  # saving and reporting are overhead, not training
-        with tempfile.TemporaryDirectory() as folder:
-            save_student(Path(folder) / "student.pt", student, meta)
-            report = {**fixed, "epoch": epoch, "val_accuracy": metrics["val_accuracy"],
-                      "val_loss": metrics["val_loss"], "train_loss": metrics["train_loss"], **clock.seconds()}
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
-        clock.start("train")
-
-    recipe = TrainRecipe(epochs=inputs.epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
-    logits = inputs.teacher_logits if distiller.uses_teacher else None
-    with clock.timing("train"):
-        distill(student, teacher, distiller, inputs.train_x, inputs.train_y, recipe, device,
-                val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
+        with clock.timing("train"):
+            distill_candidate(state, inputs, candidate, student, inputs.epochs, on_epoch)
+    except Exception as exc:
+        if type(exc).__module__.partition(".")[0] == "ray":  # Tune's and Ray's own signals are theirs
+            raise
+        # The searcher sees the worst accuracy; the leaderboard row keeps no accuracy for it.
+        tune.report({**known, "val_accuracy": 0.0, "error": failure_text(exc), **clock.seconds()})

@@ -22,7 +22,16 @@ from prunetune.search import OBJECTIVES, SearchRun, SearchSpec
 from prunetune.spaces import DefineByRun
 from prunetune.trial import run_trial
 
-__all__ = ["LeaderboardWriter", "RowContext", "concurrency", "ensure_ray", "experiment_path", "fit_trials", "trial_row", "trial_status"]
+__all__ = [
+    "MAX_FAILURES", "LeaderboardWriter", "RowContext", "concurrency", "ensure_ray", "experiment_path", "fit_trials",
+    "trial_row", "trial_status",
+]
+
+#: How many times Tune restarts a failed trial (from scratch: trials resume no checkpoint).
+#: Only a lost worker or node fails a trial: a trial's own errors (a plugin's exception, a
+#: diverged loss) are its reported result (see :func:`prunetune.trial.run_trial`), since the
+#: same plan would fail the same way again.
+MAX_FAILURES = 2
 
 
 def ensure_ray(address: str | None) -> None:
@@ -58,7 +67,7 @@ def concurrency(spec: SearchSpec, resources: Mapping[str, float]) -> int:
 
 def trial_status(metrics: Mapping[str, Any], epochs: int, error: str | None) -> str:
     """``ok``, ``stopped`` (early, by the scheduler), ``infeasible`` (over budget) or ``error``."""
-    if error:
+    if error or metrics.get("error"):
         return "error"
     if metrics.get("feasible") is False:
         return "infeasible"
@@ -86,10 +95,15 @@ class RowContext:
 
 
 def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error: str | None,
-              kind: str = "trial") -> dict[str, Any]:
-    """The leaderboard row of one trial (or final student)."""
+              kind: str = "trial", attempts: int | None = None) -> dict[str, Any]:
+    """The leaderboard row of one trial (or final student); ``attempts``: how many times Tune
+    started the trial."""
     spec = ctx.spec
+    error = error or metrics.get("error")
     plan = json.loads(metrics["plan"]) if metrics.get("plan") else None
+    # A trial that failed before reporting has only its parameters: a scorer or distiller it
+    # chose is still its own.
+    params = json.loads(metrics["params_json"]) if metrics.get("params_json") else {}
     return {
         "run_id": ctx.run_id,
         "trial_id": trial_id,
@@ -99,13 +113,14 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "dataset": spec.dataset,
         "search_space": spec.space,
         "strategy": spec.strategy,
-        "scorer": metrics.get("scorer", spec.scorer),
+        "scorer": metrics.get("scorer") or params.get("scorer") or spec.scorer,
         "pruner": spec.pruner,
-        "distiller": metrics.get("distiller", spec.distiller),
+        "distiller": metrics.get("distiller") or params.get("distiller") or spec.distiller,
         "plan": json.dumps(plan, sort_keys=True) if plan else None,
         "ratios": json.dumps(plan["ratios"], sort_keys=True) if plan else None,
         "kernels": json.dumps(plan["kernels"], sort_keys=True) if plan else None,
-        "val_accuracy": metrics.get("val_accuracy"),
+        # A failed trial's reported accuracy (0) is for the searcher, not a measurement.
+        "val_accuracy": None if error else metrics.get("val_accuracy"),
         "val_loss": metrics.get("val_loss"),
         "test_accuracy": metrics.get("test_accuracy"),
         "macs": metrics.get("macs"),
@@ -118,6 +133,7 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "epochs": int(metrics.get("epoch") or 0),
         "status": metrics.get("status") or trial_status(metrics, spec.epochs, error),
         "error": error,
+        "attempts": attempts,
         "plugin_versions": json.dumps(dict(ctx.versions), sort_keys=True),
         "seed": spec.seed,
         "git_revision": ctx.git_revision,
@@ -148,6 +164,22 @@ def _error_text(trial: Any) -> str:
     return lines[-1][:2000] if lines else "trial failed"
 
 
+def _attempts(trial: Any, failed: bool) -> int | None:
+    """How many times ``trial`` started: each counted failure was followed by a retry, except
+    the one that ended a failed trial."""
+    failures = getattr(trial, "num_failures", None)
+    if not isinstance(failures, int):
+        return None
+    return max(1, failures if failed else failures + 1)
+
+
+def _metrics(trial: Any) -> dict[str, Any]:
+    """The trial's last report, or, when it never reported, its parameters."""
+    config = getattr(trial, "config", None) or {}
+    params = {"params_json": json.dumps(config, sort_keys=True, default=str)} if config else {}
+    return {**params, **(trial.last_result or {})}
+
+
 class LeaderboardWriter(tune.Callback):
     """Writes each trial's row as soon as it ends, on the driver; rows are keyed by trial, so
     writing one twice (after a resume) replaces it instead of adding a duplicate."""
@@ -164,18 +196,18 @@ class LeaderboardWriter(tune.Callback):
     def key(self, trial_id: str) -> str:
         return f"{self.ctx.run_id}-{trial_id}"
 
-    def write(self, trial_id: str, metrics: Mapping[str, Any], error: str | None) -> None:
-        row = trial_row(self.ctx, trial_id, metrics, error)
+    def write(self, trial_id: str, metrics: Mapping[str, Any], error: str | None, attempts: int | None = None) -> None:
+        row = trial_row(self.ctx, trial_id, metrics, error, attempts=attempts)
         self.board.write([row], key=self.key(trial_id))
         if self._host is None:
             self._host = Host.create()
         self._host.trial_result(self.ctx.run_id, trial_id, row)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.write(trial.trial_id, trial.last_result or {}, None)
+        self.write(trial.trial_id, _metrics(trial), None, _attempts(trial, failed=False))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.write(trial.trial_id, trial.last_result or {}, _error_text(trial))
+        self.write(trial.trial_id, _metrics(trial), _error_text(trial), _attempts(trial, failed=True))
 
 
 def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tuner:
@@ -211,6 +243,7 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
         run_config=tune.RunConfig(
             name=name, storage_path=storage, callbacks=[writer],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             verbose=1 if spec.progress else 0,
         ),
     )

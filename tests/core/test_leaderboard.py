@@ -5,7 +5,6 @@ import datetime as dt
 import io
 import json
 import multiprocessing
-import os
 import pickle
 import random
 import shutil

@@ -188,3 +188,17 @@ def test_diverging_trials_end_as_errors_and_no_student_is_kept(tmp_path: Path, r
                for r in trials), [r["error"] for r in trials]
     assert not (tmp_path / "runs" / "nan" / "best_student.pt").exists()
     assert "best_student.pt" not in out.splitlines()[-1]  # the last line names only files that exist
+
+
+def test_a_search_into_a_leaderboard_with_bad_files_completes(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "junk.parquet").write_bytes(b"not parquet at all")
+    earlier = Leaderboard(board).write([{"run_id": "old", "trial_id": "t0", "kind": "trial", "status": "ok"}], key="old-t0")
+    warnings: list[str] = []
+    spec = _spec(tmp_path, name="beside-junk", num_samples=1, address=ray_cluster.address)
+    summary = run_search(spec, echo=warnings.append)
+    assert Path(summary["students"][0]).is_file()
+    rows = Leaderboard(board, warn=warnings.append).rows()
+    assert {r["run_id"] for r in rows} == {"old", "beside-junk"} and earlier.is_file()
+    assert [p.name for p, _ in Leaderboard(board).check()] == ["junk.parquet"]
