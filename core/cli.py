@@ -350,6 +350,11 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     return 0 if result.reproduced else 1
 
 
+def _one_line(exc: Exception) -> str:
+    # A message that quotes another library's (an import error, say) may span lines.
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def _first_line(message: Warning | str) -> str:
     text = str(message).strip()
     return text.splitlines()[0] if text else type(message).__name__
@@ -380,10 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"prunetune: warning: {line}", file=sys.stderr)
         return code
     except UsageError as exc:
-        print(f"prunetune: error: {exc}", file=sys.stderr)
+        print(f"prunetune: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
-        print(f"prunetune: error: training diverged: {exc}", file=sys.stderr)
+        print(f"prunetune: error: training diverged: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("prunetune: interrupted", file=sys.stderr)

@@ -139,11 +139,10 @@ class SearchSpec(JobSpec):
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"{source} has unknown settings {', '.join(unknown)}")
-        for key in ("objectives",):
-            if key in data:
-                if not isinstance(data[key], list) or not all(isinstance(o, str) for o in data[key]):
-                    raise UsageError(f"{source}: {key} must be a list of names")
-                data[key] = tuple(data[key])
+        if "objectives" in data:
+            if not isinstance(data["objectives"], list) or not all(isinstance(o, str) for o in data["objectives"]):
+                raise UsageError(f"{source}: objectives must be a list of names")
+            data["objectives"] = tuple(data["objectives"])
         for key, value in data.items():
             if key.endswith("_options") and not isinstance(value, dict):
                 raise UsageError(f"{source}: {key} must be a JSON object")
