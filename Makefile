@@ -31,14 +31,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-# The newest versions pyproject.toml allows (torch stays the machine's build), in a venv of
-# their own: a new optuna or ray release shows up here as a failing command, not as a broken
-# user. Run it on a schedule; when it passes, `make lock` takes its versions.
+# The newest versions pyproject.toml allows, in a venv of their own: a new optuna or ray
+# release shows up here as a failing command, not as a broken user. torch stays $(TORCH), the
+# machine's CPU build (a newer one is a multi-GB CUDA download). Run it on a schedule; when it
+# passes, `make lock` takes its versions.
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]" $(TORCH)
 	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(optuna|ray|torch|torch-pruning|pyarrow|pluggy|numpy)=='
 	PRUNETUNE_UNLOCKED=1 $(LATEST)/bin/python -m pytest -q
 
