@@ -49,16 +49,43 @@ class _PicklesWithoutLocks:
 _SAMPLER_CLASSES = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}
 
 
+class _KnowsOnlyItsTrials:
+    """Ignores results of trials the searcher never suggested.
+
+    After a driver is killed, ``Tuner.restore`` can bring back a trial that Tune's experiment
+    state holds but the searcher's own snapshot, taken a moment earlier, does not; Ray's
+    ``OptunaSearch`` then fails the whole resumed search on that trial's first result. The
+    searcher only loses what it would have learnt from that one trial.
+    """
+
+    _ot_trials: dict[str, Any]
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._ot_trials:
+            super().on_trial_result(trial_id, result)  # type: ignore[misc]
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._ot_trials:
+            super().on_trial_complete(trial_id, result, error)  # type: ignore[misc]
+
+
 def __getattr__(name: str) -> type:
-    """``_Picklable<Sampler>`` classes, made on first use so that Optuna loads only then; a
-    pickled sampler finds its class here by name, as any module-level class."""
+    """``_Picklable<Sampler>`` and ``_ResumableOptunaSearch`` classes, made on first use so that
+    Optuna and Ray load only then; a pickled searcher finds its classes here by name, as any
+    module-level class."""
     prefix = "_Picklable"
     base_name = name[len(prefix):] if name.startswith(prefix) else None
-    if base_name not in _SAMPLER_CLASSES.values():
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import optuna
+    if name == "_ResumableOptunaSearch":
+        from ray.tune.search.optuna import OptunaSearch
 
-    cls = type(name, (_PicklesWithoutLocks, getattr(optuna.samplers, base_name)), {"__module__": __name__})
+        bases: tuple[type, ...] = (_KnowsOnlyItsTrials, OptunaSearch)
+    elif base_name in _SAMPLER_CLASSES.values():
+        import optuna
+
+        bases = (_PicklesWithoutLocks, getattr(optuna.samplers, base_name))
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cls = type(name, bases, {"__module__": __name__})
     globals()[name] = cls
     return cls
 
@@ -118,11 +145,9 @@ class OptunaStrategy(Strategy):
         bad = [m for m in modes if m not in _MODES]
         if bad:
             raise ValueError(f"modes must be 'max' or 'min' (got {bad})")
-        from ray.tune.search.optuna import OptunaSearch
-
         # OptunaSearch makes a multi-objective study only when metric and mode are lists.
         several = len(metrics) > 1
-        return OptunaSearch(
+        return __getattr__("_ResumableOptunaSearch")(
             space=space,
             metric=list(metrics) if several else metrics[0],
             mode=list(modes) if several else modes[0],

@@ -120,3 +120,16 @@ def test_every_searcher_pickles_and_goes_on_after_unpickling(sampler: str) -> No
     code = "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); print(type(s).__mro__[2].__name__)"
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
     assert out.stdout.decode().strip().endswith("Sampler")
+
+
+def test_results_of_a_trial_the_searcher_never_suggested_are_ignored() -> None:
+    """A restored experiment can hold a trial the searcher's older snapshot never suggested."""
+    from ray import cloudpickle
+
+    searcher = make().searcher(space, ["acc"], ["max"], seed=0)
+    run(searcher, 1)
+    searcher.on_trial_result("restored", {"acc": 0.5})
+    searcher.on_trial_complete("restored", {"acc": 0.5})
+    copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+    copy.on_trial_result("restored-too", {"acc": 0.5})
+    assert run(copy, 2)
