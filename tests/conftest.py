@@ -10,6 +10,8 @@ loopback_ray()  # before anything imports Ray: test traffic stays on the loopbac
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from tests.distributions import install_distribution  # noqa: E402
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -65,12 +67,7 @@ def third_party_scorer(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
     installed package is. Returns the scorer's name.
     """
     root = tmp_path / "site"
-    root.mkdir()
-    (root / "thirdparty_scorer.py").write_text(THIRD_PARTY_MODULE)
-    info = root / "thirdparty_scorer-1.2.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-scorer\nVersion: 1.2\n")
-    (info / "entry_points.txt").write_text("[prunetune]\nlastfirst = thirdparty_scorer\n")
+    install_distribution(root, "thirdparty-scorer", "1.2", "thirdparty_scorer", THIRD_PARTY_MODULE, "lastfirst")
     monkeypatch.syspath_prepend(str(root))
     return "last_first"
 

@@ -23,6 +23,7 @@ from prunetune.checkpoint import load_student  # noqa: E402
 from prunetune.host import Host  # noqa: E402
 from prunetune.leaderboard import SCHEMA, Leaderboard  # noqa: E402
 from prunetune.search import SPEC_FILE, SearchSpec, prepare_search  # noqa: E402
+from tests.distributions import install_distribution  # noqa: E402
 
 # test_search.py's tiny settings, as command-line arguments.
 TINY = ["--dataset-opt", "limit=300", "--model-opt", "width=4", "--teacher-epochs", "1", "--epochs", "1",
@@ -253,16 +254,6 @@ def prunetune_add_components(registry):
 '''
 
 
-def _install_plugin(root: Path) -> None:
-    """A distribution ``faulty-components 0.3`` in ``root``, as conftest's ``third_party_scorer``."""
-    root.mkdir()
-    (root / "faulty_components.py").write_text(PLUGIN_MODULE)
-    info = root / "faulty_components-0.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: faulty-components\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text("[prunetune]\nfaulty = faulty_components\n")
-
-
 SCORER_ERROR = r"RuntimeError: picky cannot score a model with a 5x5 conv \([\w.]+\)"
 SHAPE_ERROR = "ValueError: pruner 'shape_breaker' changed the model's output shape from (10,) to (7,)"
 
@@ -286,7 +277,7 @@ def test_a_raising_scorer_and_a_shape_breaking_pruner_fail_only_their_trials(tmp
     top = max(spreads)
     max_spread = (top + max(s for s in spreads if s < top)) / 2  # below it at least the uniform plan's 0
     site = tmp_path / "site"
-    _install_plugin(site)
+    install_distribution(site, "faulty-components", "0.3", "faulty_components", PLUGIN_MODULE, "faulty")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
            # One thread, as this process: the driver's sensitivity plans then equal the ones above.
            "OMP_NUM_THREADS": "1"}
