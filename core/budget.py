@@ -1,13 +1,18 @@
 """A MACs budget relative to the teacher: what a plan's student costs, and plans pushed under it.
 
 Counting needs no scorer and no training: which channels go does not change the counts, so
-the first channels of every segment are removed, and the pruned copy is counted.
+the first channels of every segment are removed, and the pruned copy is counted. The same copy
+gives every conv's and linear's shape (:meth:`MacsCounter.layer_shapes`), from which
+:mod:`prunetune.latency` predicts a latency; :func:`repair` takes such further costs as
+:class:`CostLimit` budgets beside the MACs one.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,7 +23,7 @@ from prunetune.measure import count_macs_params
 from prunetune.plan import StudentPlan
 from prunetune.selection import group_ratios, kept_count
 
-__all__ = ["MacsCounter", "RepairResult", "repair", "student_macs"]
+__all__ = ["CostLimit", "LayerShape", "MacsCounter", "RepairResult", "layer_shapes", "repair", "student_macs"]
 
 # Bisection of the common scale s: at most this many halvings, fewer once the interval is
 # narrower than the tolerance (s moves every ratio by at most s * max_ratio, < 1e-3 of a channel
@@ -40,18 +45,44 @@ def _remove_first(
         group.remove(removed)
 
 
+class LayerShape(NamedTuple):
+    """What a conv's or linear's cost depends on, besides its input's spatial size.
+
+    A linear layer has ``kernel`` 1 and ``groups`` 1; ``in_channels`` and ``out_channels`` are
+    then its features.
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    groups: int
+
+
+def layer_shapes(model: nn.Module) -> dict[str, LayerShape]:
+    """The shape of every ``nn.Conv2d`` and ``nn.Linear`` of ``model``, by qualified name (a
+    non-square kernel is named by its height)."""
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            shapes[name] = LayerShape(module.in_channels, module.out_channels, module.kernel_size[0], module.groups)
+        elif isinstance(module, nn.Linear):
+            shapes[name] = LayerShape(module.in_features, module.out_features, 1, 1)
+    return shapes
+
+
 class MacsCounter:
     """Counts the MACs of students of one teacher, for many plans sharing its groups.
 
-    The teacher is copied once per set of kernel sizes, and counts are memoised by the channel
-    count every segment keeps, so plans that differ only below one channel cost nothing extra.
+    The teacher is copied once per set of kernel sizes, and counts (with the layer shapes) are
+    memoised by the channel count every segment keeps, so plans that differ only below one
+    channel cost nothing extra.
     """
 
     def __init__(self, teacher: nn.Module, example_input: torch.Tensor) -> None:
         self.teacher = teacher
         self.example_input = example_input[:1]
         self._kernel_models: dict[tuple[tuple[str, int], ...], nn.Module] = {}
-        self._counts: dict[tuple[object, ...], int] = {}
+        self._counts: dict[tuple[object, ...], tuple[int, dict[str, LayerShape]]] = {}
         self._groups: list[ChannelGroup] | None = None
 
     def groups(self) -> list[ChannelGroup]:
@@ -68,25 +99,52 @@ class MacsCounter:
             self._kernel_models[key] = model.eval()
         return key, self._kernel_models[key]
 
-    def macs(self, plan: StudentPlan) -> int:
-        """MACs of one forward pass of one input through ``plan``'s student.
-
-        Raises:
-            UsageError: the plan names a layer that is not in the teacher.
-        """
-        key, base = self._with_kernels(plan)
+    def _key(self, plan: StudentPlan) -> tuple[object, ...]:
+        key, _ = self._with_kernels(plan)
         ratios = group_ratios(self.groups(), plan)
         kept = tuple(
             kept_count(len(segment), ratios[group.name], plan.round_to)
             for group in self.groups()
             for segment in group.segments
         )
-        if (key, kept) not in self._counts:
-            student = copy.deepcopy(base)
-            _remove_first(find_groups(student, self.example_input), ratios, plan.round_to)
+        return (key, kept)
+
+    def architecture(self, plan: StudentPlan) -> nn.Module:
+        """A new copy of the teacher shaped as ``plan``'s student: its kernel sizes, and the
+        first channels of every segment removed. The weights are not the student's, so it is
+        good for counting and timing only.
+
+        Raises:
+            UsageError: the plan names a layer that is not in the teacher.
+        """
+        _, base = self._with_kernels(plan)
+        student = copy.deepcopy(base)
+        _remove_first(find_groups(student, self.example_input), group_ratios(self.groups(), plan), plan.round_to)
+        return student
+
+    def _summary(self, plan: StudentPlan) -> tuple[int, dict[str, LayerShape]]:
+        key = self._key(plan)
+        if key not in self._counts:
+            student = self.architecture(plan)
             macs, _ = count_macs_params(student, tuple(self.example_input.shape[1:]))
-            self._counts[(key, kept)] = macs
-        return self._counts[(key, kept)]
+            self._counts[key] = (macs, layer_shapes(student))
+        return self._counts[key]
+
+    def macs(self, plan: StudentPlan) -> int:
+        """MACs of one forward pass of one input through ``plan``'s student.
+
+        Raises:
+            UsageError: the plan names a layer that is not in the teacher.
+        """
+        return self._summary(plan)[0]
+
+    def layer_shapes(self, plan: StudentPlan) -> dict[str, LayerShape]:
+        """:func:`layer_shapes` of ``plan``'s student (a shared dict: do not change it).
+
+        Raises:
+            UsageError: the plan names a layer that is not in the teacher.
+        """
+        return self._summary(plan)[1]
 
 
 def student_macs(teacher: nn.Module, plan: StudentPlan, example_input: torch.Tensor) -> int:
@@ -105,21 +163,41 @@ def student_macs(teacher: nn.Module, plan: StudentPlan, example_input: torch.Ten
 
 
 @dataclasses.dataclass(frozen=True)
+class CostLimit:
+    """A budget besides the MACs one: a cost of a plan's student and the most it may be.
+
+    The cost must not grow as every group's ratio grows (a latency predicted from a monotone
+    table, say), or the repair's bisection may miss the least-changed plan that fits.
+
+    Attributes:
+        name: Names the cost in :attr:`RepairResult.costs` (e.g. ``latency_b256_ms``).
+        cost: The cost of a plan's student.
+        limit: The most it may be.
+    """
+
+    name: str
+    cost: Callable[[StudentPlan], float]
+    limit: float
+
+
+@dataclasses.dataclass(frozen=True)
 class RepairResult:
-    """A plan pushed under a MACs budget.
+    """A plan pushed under a MACs budget (and any further :class:`CostLimit`).
 
     Attributes:
         plan: The plan to train: the input plan when it was within budget, else one whose
             every group is named in ``ratios``.
         macs: Its student's MACs.
-        feasible: Whether ``macs`` is within the budget.
+        feasible: Whether ``macs`` and every further cost are within their budgets.
         repaired: Whether ``plan`` differs from the input plan.
+        costs: ``plan``'s further costs, by :attr:`CostLimit.name`.
     """
 
     plan: StudentPlan
     macs: int
     feasible: bool
     repaired: bool
+    costs: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _scaled(plan: StudentPlan, base: dict[str, float], max_ratio: float, s: float) -> StudentPlan:
@@ -131,13 +209,15 @@ def _scaled(plan: StudentPlan, base: dict[str, float], max_ratio: float, s: floa
 def repair(
     teacher: nn.Module,
     plan: StudentPlan,
-    budget_macs: int,
+    budget_macs: int | None,
     example_input: torch.Tensor,
     max_ratio: float = 0.9,
     counter: MacsCounter | None = None,
+    limits: Sequence[CostLimit] = (),
 ) -> RepairResult:
     """``plan``, or the least-changed plan that raises every group's ratio by a common fraction
-    ``s`` of the way to ``max_ratio`` (``r + s * (max_ratio - r)``) to fit ``budget_macs``.
+    ``s`` of the way to ``max_ratio`` (``r + s * (max_ratio - r)``) to fit ``budget_macs`` and
+    every one of ``limits``.
 
     ``s`` is the smallest in [0, 1] that fits, found by bisection; kernel sizes are kept. When
     even ``s = 1`` does not fit, the ``s = 1`` plan comes back with ``feasible`` False.
@@ -145,11 +225,12 @@ def repair(
     Args:
         teacher: The teacher; left untouched.
         plan: The plan to check.
-        budget_macs: Most MACs per input the student may cost.
+        budget_macs: Most MACs per input the student may cost (None: no MACs budget).
         example_input: A batch shaped like the model's input.
         max_ratio: Ratio every group tends to as ``s`` reaches 1, in [0, 1).
         counter: A :class:`MacsCounter` of ``teacher`` to reuse across calls (one is made
             when None).
+        limits: Further budgets the student must meet, such as a latency.
 
     Raises:
         UsageError: the plan names a layer that is not in the teacher.
@@ -158,24 +239,31 @@ def repair(
     if not 0.0 <= max_ratio < 1.0:
         raise ValueError(f"max_ratio must be in [0, 1) (got {max_ratio})")
     counter = counter or MacsCounter(teacher, example_input)
-    macs = counter.macs(plan)
-    if macs <= budget_macs:
-        return RepairResult(plan, macs, feasible=True, repaired=False)
+
+    def check(candidate: StudentPlan) -> tuple[bool, int, dict[str, float]]:
+        macs = counter.macs(candidate)
+        costs = {limit.name: limit.cost(candidate) for limit in limits}
+        fits = (budget_macs is None or macs <= budget_macs) and all(costs[x.name] <= x.limit for x in limits)
+        return fits, macs, costs
+
+    fits, macs, costs = check(plan)
+    if fits:
+        return RepairResult(plan, macs, feasible=True, repaired=False, costs=costs)
 
     base = group_ratios(counter.groups(), plan)
     best = _scaled(plan, base, max_ratio, 1.0)
-    best_macs = counter.macs(best)
-    if best_macs > budget_macs:
-        return RepairResult(best, best_macs, feasible=False, repaired=True)
+    fits, best_macs, best_costs = check(best)
+    if not fits:
+        return RepairResult(best, best_macs, feasible=False, repaired=True, costs=best_costs)
     low, high = 0.0, 1.0
     for _ in range(_MAX_STEPS):
         if high - low < _TOLERANCE:
             break
         mid = (low + high) / 2
         candidate = _scaled(plan, base, max_ratio, mid)
-        candidate_macs = counter.macs(candidate)
-        if candidate_macs <= budget_macs:
-            high, best, best_macs = mid, candidate, candidate_macs
+        fits, candidate_macs, candidate_costs = check(candidate)
+        if fits:
+            high, best, best_macs, best_costs = mid, candidate, candidate_macs, candidate_costs
         else:
             low = mid
-    return RepairResult(best, best_macs, feasible=True, repaired=True)
+    return RepairResult(best, best_macs, feasible=True, repaired=True, costs=best_costs)

@@ -28,6 +28,16 @@ def _kv(value: str) -> tuple[str, str]:
     return key, val
 
 
+def _latency_cap(value: str) -> float | str:
+    word = value.strip().lower()
+    if word in ("uniform", "none"):
+        return word
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, uniform or none, got {value!r}") from None
+
+
 def _add_component_options(parser: argparse.ArgumentParser, kinds: Sequence[str]) -> None:
     for kind in kinds:
         parser.add_argument(
@@ -96,6 +106,14 @@ def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     p.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
     p.add_argument("--batch-size", type=int, default=64, help="of every training stage (default: 64)")
     p.add_argument("--lr", type=float, default=0.02, help=lr_help)
+    # Defaults from JobSpec, so changing one there changes the CLI and its help.
+    from prunetune.jobspec import SCHEDULES, JobSpec
+
+    p.add_argument("--schedule", choices=SCHEDULES, default=JobSpec.schedule,
+                   help=f"learning-rate schedule of the students' training stages; onecycle warms up to --lr, "
+                   f"then anneals (default: {JobSpec.schedule})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=JobSpec.nesterov,
+                   help=f"Nesterov momentum in the students' SGD (default: {'on' if JobSpec.nesterov else 'off'})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation (default: 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress output (there is none when stderr is not a terminal)")
@@ -116,9 +134,17 @@ def _add_search_parser(sub: Any) -> None:
                    "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")
     s.add_argument("--max-macs", type=float, default=None, metavar="FRACTION",
                    help="MACs budget relative to the teacher, e.g. 0.25; over-budget plans are repaired before training")
+    s.add_argument("--max-latency", type=_latency_cap, default=None, metavar="MS|uniform|none",
+                   help="latency budget: milliseconds per batch of --latency-batch on --latency-threads, predicted by "
+                   "a per-layer table timed once per machine; over-budget plans are repaired like over-MACs ones. "
+                   "uniform (the default with --max-macs): never slower than the uniform student of the MACs budget, "
+                   "also checked by timing before final training; none: no latency cap, accuracy alone")
+    s.add_argument("--latency-batch", type=int, default=256, help="images per batch of --max-latency and of trials' latency (default: 256)")
+    s.add_argument("--latency-threads", type=int, default=None,
+                   help="torch threads latency is timed with (default: this process's, torch.get_num_threads())")
     s.add_argument("--max-ratio", type=float, default=0.9, help="no group is cut by more than this (default: 0.9)")
     s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
-    s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency for a Pareto search (default: accuracy)")
+    s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency (as --max-latency predicts it) for a Pareto search (default: accuracy)")
     s.add_argument("--num-samples", type=int, default=12, help="trials (default: 12)")
     s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's CPUs, or GPUs, hold)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -131,6 +157,9 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
     s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
     s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
+    s.add_argument("--screen", type=int, default=0, metavar="N",
+                   help="screen N random plans with the adaptive-BN proxy before the trials; the best ones are "
+                   "tried first (needs --max-macs; default: 0, off)")
     _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
 
 
@@ -227,7 +256,8 @@ def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
         pruner_options=parse_options(args.pruner_opt, "pruner"),
         distiller_options=parse_options(args.distiller_opt, "distiller"),
         teacher_epochs=args.teacher_epochs, teacher_lr=args.teacher_lr, teacher_checkpoint=args.teacher_checkpoint,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
+        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, nesterov=args.nesterov,
+        seed=args.seed, val_fraction=args.val_fraction,
         progress=not args.quiet and sys.stderr.isatty(),
     )
 
@@ -281,12 +311,13 @@ def _search_spec(args: argparse.Namespace) -> Any:
         **_job_settings(args), space=args.space, strategy=args.strategy,
         space_options=parse_options(args.space_opt, "search space"),
         strategy_options=parse_options(args.strategy_opt, "strategy"),
-        max_macs=args.max_macs, max_ratio=args.max_ratio, round_to=args.round_to,
+        max_macs=args.max_macs, max_latency=args.max_latency, latency_batch=args.latency_batch,
+        latency_threads=args.latency_threads, max_ratio=args.max_ratio, round_to=args.round_to,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         num_samples=args.num_samples, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler,
         address=args.address, storage=args.storage, epochs=args.epochs, final_epochs=args.final_epochs,
-        run_root=args.runs, name=args.name, leaderboard=args.leaderboard,
+        run_root=args.runs, name=args.name, leaderboard=args.leaderboard, screen=args.screen,
     )
 
 

@@ -170,14 +170,15 @@ def run_compress(
     check_output_shape(spec.pruner, teacher, student, example)
     student.to(device)
 
-    recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
+                         schedule=spec.schedule, nesterov=spec.nesterov)
     history = distill(
         student, teacher, distiller, data.train_x, data.train_y, recipe, device,
         val=(data.val_x, data.val_y), progress=spec.progress,
     ) if spec.epochs else []
     if spec.finetune_epochs:
         finetune = TrainRecipe(epochs=spec.finetune_epochs, batch_size=spec.batch_size,
-                               lr=spec.lr * 0.1, seed=spec.seed + 1)
+                               lr=spec.lr * 0.1, seed=spec.seed + 1, schedule=spec.schedule, nesterov=spec.nesterov)
         train_supervised(student, data.train_x, data.train_y, finetune, device,
                          progress=spec.progress, desc="fine-tune")
 

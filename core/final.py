@@ -2,6 +2,10 @@
 
 With one objective the best trial by validation accuracy is kept; with several, every point of
 the Pareto front (validation accuracy against MACs) is. The first is ``best_student.pt``.
+
+With ``--max-latency uniform`` (the default with ``--max-macs``), a chosen trial whose student
+is slower than the uniform student of the budget, both timed here in isolation, is not kept
+(:func:`not_slower_than_uniform`): trials only met the cap by the latency table's prediction.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from typing import Any
 
 import torch
 
+from prunetune.budget import MacsCounter
 from prunetune.checkpoint import rebuild_student, save_student
 from prunetune.devices import describe_device
 from prunetune.errors import TrainingDiverged
+from prunetune.latency import isolated_latency
 from prunetune.leaderboard import Leaderboard, pareto_front
 from prunetune.measure import Measurement, measure
 from prunetune.plan import StudentPlan
@@ -26,18 +32,54 @@ from prunetune.train import evaluate
 from prunetune.trial import TrialInputs, distill_candidate, make_candidate_student, worker_state
 from prunetune.tuning import RowContext, ensure_ray, trial_row
 
-__all__ = ["choose_trials", "finish_run", "train_final"]
+__all__ = ["UNIFORM_TOLERANCE", "choose_trials", "finish_run", "not_slower_than_uniform", "train_final"]
+
+#: How much slower than the uniform student a kept student may time, for timing noise: the least
+#: of three medians at batch 256 still differs by a percent or two between equal models.
+UNIFORM_TOLERANCE = 0.03
+
+
+def _accuracies(row: Mapping[str, Any]) -> dict[int, float]:
+    """A trial row's validation accuracy by epoch: its ``val_history``, else its last epoch's."""
+    if row.get("val_history"):
+        return {epoch: acc for epoch, acc in enumerate(json.loads(row["val_history"]), 1) if acc is not None}
+    if row.get("val_accuracy") is not None:  # a row from before val_history
+        return {int(row.get("epochs") or 0): row["val_accuracy"]}
+    return {}
 
 
 def choose_trials(rows: list[dict[str, Any]], multi_objective: bool) -> list[dict[str, Any]]:
-    """The trials to finish: the best by validation accuracy, or the whole Pareto front."""
-    ok = [r for r in rows if r["kind"] == "trial" and r["status"] == "ok" and r["val_accuracy"] is not None]
-    if not ok:
+    """The trials to finish: the best by validation accuracy, or the whole Pareto front.
+
+    Trials are compared at equal epochs, so that one a scheduler let train longer does not win
+    by its extra epochs alone. Among the ``ok`` and ``stopped`` trials with accuracies, the
+    epoch of comparison is the highest epoch at which at least two of them have an accuracy (or
+    the highest any has, when none share one); only the trials with an accuracy at that epoch
+    are ranked, by it (ties: the fewer MACs, then the earlier row). With several objectives,
+    the Pareto front (that accuracy against MACs) among the same trials follows the best. A row
+    without ``val_history`` (written before it was recorded) has an accuracy only at its last
+    epoch. When every trial trained all its epochs (FIFO), this is the best by
+    ``val_accuracy``.
+
+    Returns:
+        The rows, the best first; [] when no trial has an accuracy.
+    """
+    candidates = [(r, acc) for r in rows if r["kind"] == "trial" and r["status"] in ("ok", "stopped")
+                  if (acc := _accuracies(r))]
+    if not candidates:
         return []
-    best = max(ok, key=lambda r: (r["val_accuracy"], -(r["macs"] or 0)))
+    reached: dict[int, int] = {}
+    for _, acc in candidates:
+        for epoch in acc:
+            reached[epoch] = reached.get(epoch, 0) + 1
+    shared = [epoch for epoch, n in reached.items() if n >= 2]
+    epoch = max(shared or reached)
+    ranked = [(r, acc[epoch]) for r, acc in candidates if epoch in acc]
+    best, _ = max(ranked, key=lambda item: (item[1], -(item[0]["macs"] or 0)))
     if not multi_objective:
         return [best]
-    front = pareto_front(ok, maximize="val_accuracy", minimize="macs")
+    points = [{"index": i, "accuracy": a, "macs": r["macs"]} for i, (r, a) in enumerate(ranked)]
+    front = [ranked[p["index"]][0] for p in pareto_front(points, maximize="accuracy", minimize="macs")]
     return [best] + [r for r in front if r["trial_id"] != best["trial_id"]]
 
 
@@ -70,11 +112,71 @@ def _train_remote(run: SearchRun, candidate: Candidate) -> tuple[dict[str, torch
         raise
 
 
-def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext,
-               echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Finish the chosen trials, write them and their rows, the Pareto plot and the summary."""
+def not_slower_than_uniform(run: SearchRun, rows: list[dict[str, Any]], chosen: list[dict[str, Any]],
+                            echo: Callable[[str], None] = print,
+                            latency: Callable[[StudentPlan], float] | None = None) -> list[dict[str, Any]]:
+    """``chosen`` (as :func:`choose_trials` gave it) less the trials whose students are slower
+    than the uniform student of the MACs budget by more than :data:`UNIFORM_TOLERANCE`: the best
+    gives way to the next best by :func:`choose_trials` that is not slower (one line echoed per
+    trial passed over), other Pareto points are dropped. A student of the uniform student's
+    architecture (the uniform trial) is never timed: it is not slower. When no trial is fast
+    enough, the chosen trials are kept. Only with ``--max-latency uniform``; else ``chosen`` as
+    it is.
+
+    Args:
+        latency: Milliseconds of a plan's student at the spec's latency batch and threads
+            (default: its architecture timed here, :func:`prunetune.latency.isolated_latency`).
+    """
+    spec = run.spec
+    if not chosen or spec.latency_cap != "uniform" or run.uniform_plan is None:
+        return chosen
+    example = run.data.train_x[:1]
+    if latency is None:
+        latency = isolated_latency(run.teacher, example, spec.latency_batch, spec.latency_threads or 1)
+    counter = MacsCounter(run.teacher, example)
+    uniform_shapes = counter.layer_shapes(run.uniform_plan)
+    uniform_ms = latency(run.uniform_plan)
+
+    def too_slow(row: Mapping[str, Any]) -> float | None:
+        plan = StudentPlan.from_dict(json.loads(row["plan"]))
+        if counter.layer_shapes(plan) == uniform_shapes:
+            return None
+        ms = latency(plan)
+        return ms if ms > uniform_ms * (1 + UNIFORM_TOLERANCE) else None
+
+    best, remaining = chosen[0], list(rows)
+    while (ms := too_slow(best)) is not None:
+        remaining = [r for r in remaining if r["trial_id"] != best["trial_id"]]
+        following = choose_trials(remaining, multi_objective=False)
+        if not following:
+            echo(f"no trial's student is as fast as the uniform student ({uniform_ms:.1f} ms per batch of "
+                 f"{spec.latency_batch}); keeping trial {chosen[0]['trial_id']}")
+            return chosen
+        echo(f"trial {best['trial_id']}: {ms:.1f} ms per batch of {spec.latency_batch}, slower than the uniform "
+             f"student's {uniform_ms:.1f} ms (+{UNIFORM_TOLERANCE:.0%} allowed); finishing trial "
+             f"{following[0]['trial_id']} instead")
+        best = following[0]
+    others = []
+    for row in chosen[1:]:
+        if row["trial_id"] == best["trial_id"]:
+            continue
+        if (ms := too_slow(row)) is not None:
+            echo(f"trial {row['trial_id']}: {ms:.1f} ms per batch of {spec.latency_batch}, slower than the uniform "
+                 f"student's {uniform_ms:.1f} ms; not kept")
+        else:
+            others.append(row)
+    return [best, *others]
+
+
+def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext, echo: Callable[[str], None] = print,
+               latency: Callable[[StudentPlan], float] | None = None) -> dict[str, Any]:
+    """Finish the chosen trials, write them and their rows, the Pareto plot and the summary.
+
+    ``latency`` times a plan's student for :func:`not_slower_than_uniform` (tests inject one).
+    """
     rows = board.rows(run_id=run.run_id)
     chosen = choose_trials(rows, len(run.spec.objectives) > 1)
+    chosen = not_slower_than_uniform(run, rows, chosen, echo, latency)
     registry = run.host.registry
     data, shape = run.data, run.data.input_shape
     device = torch.device("cpu")

@@ -10,7 +10,11 @@ from typing import Any
 
 from prunetune.errors import UsageError
 
-__all__ = ["JobSpec"]
+__all__ = ["SCHEDULES", "JobSpec"]
+
+
+#: The learning-rate schedules of the students' training (see :class:`prunetune.train.TrainRecipe`).
+SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 def _finite_positive(value: float) -> bool:
@@ -38,6 +42,9 @@ class JobSpec:
     teacher_checkpoint: str | None = None
     batch_size: int = 64
     lr: float = 0.02
+    # The students' recipe; the teacher keeps TrainRecipe's own defaults.
+    schedule: str = "cosine"
+    nesterov: bool = False
     seed: int = 0
     val_fraction: float = 0.1
     progress: bool = True
@@ -49,6 +56,9 @@ class JobSpec:
             (_finite_positive(self.lr), f"--lr must be a finite positive number, got {self.lr}"),
             (_finite_positive(self.teacher_lr),
              f"--teacher-lr must be a finite positive number, got {self.teacher_lr}"),
+            (self.schedule in SCHEDULES,
+             f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (isinstance(self.nesterov, bool), f"--nesterov must be true or false, got {self.nesterov!r}"),
             # Written so that nan fails too: every comparison with nan is False.
             (0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
         ]

@@ -78,14 +78,16 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("kernels", pa.string(), True, "per-conv kernel sizes as JSON {layer: size} (default: the plan's)"),
     ("val_accuracy", pa.float64(), True, "validation accuracy, %"),
     ("val_loss", pa.float64(), True, "validation loss (the distiller-free cross-entropy)"),
+    ("val_history", pa.string(), True, "validation accuracy after each epoch, %: a JSON list, epoch 1 first (null in older files)"),
     ("test_accuracy", pa.float64(), True, "test accuracy, % (final students only, by design)"),
     ("macs", pa.int64(), True, "multiply-accumulates of one forward pass of one image"),
     ("params", pa.int64(), True, "parameter count"),
     ("macs_fraction", pa.float64(), True, "student MACs / teacher MACs (default: macs / teacher_macs)"),
     ("teacher_macs", pa.int64(), True, "the teacher's MACs"),
     ("teacher_accuracy", pa.float64(), True, "the teacher's accuracy, % (on the split of the row's accuracy)"),
-    ("latency_b1_ms", pa.float64(), True, "CPU latency at batch 1, ms (median)"),
-    ("latency_b256_ms", pa.float64(), True, "CPU latency at batch 256, ms (median)"),
+    ("latency_b1_ms", pa.float64(), True, "CPU latency at batch 1, ms (median; final students only)"),
+    ("latency_b256_ms", pa.float64(), True,
+     "CPU latency at batch 256, ms: a final student's timed (median), a trial's predicted by the latency table (at --latency-batch)"),
     ("epochs", pa.int32(), True, "distillation epochs the student trained"),
     ("status", pa.string(), False, "'ok', 'error', 'stopped' (ended early by the scheduler or the user) or 'infeasible' (over the MACs budget even after repair; never trained)"),
     ("error", pa.string(), True, "the error text of a failed trial"),
@@ -97,7 +99,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("node", pa.string(), True, "the Ray node the trial ran on"),
     ("wall_seconds", pa.float64(), True, "the trial's wall time, s"),
     ("train_seconds", pa.float64(), True, "trial time in distillation (optimizer set-up, epochs, validation), s"),
-    ("prune_seconds", pa.float64(), True, "trial time building the student (scoring, surgery), its MACs and latency, s"),
+    ("prune_seconds", pa.float64(), True, "trial time building the student (scoring, surgery), its MACs and predicted latency, s"),
     ("overhead_seconds", pa.float64(), True, "trial time outside training and building the student (wall - train - prune), s"),
     ("params_json", pa.string(), True, "the raw parameters the search suggested, as JSON"),
 )
@@ -108,7 +110,7 @@ SCHEMA = pa.schema(
 """Every leaderboard column; each field's ``doc`` metadata says what it holds."""
 
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
-JSON_COLUMNS = ("plan", "ratios", "kernels", "plugin_versions", "params_json")
+JSON_COLUMNS = ("plan", "ratios", "kernels", "val_history", "plugin_versions", "params_json")
 TABLE_COLUMNS = (
     "run_id", "trial_id", "kind", "status", "val_accuracy", "test_accuracy", "macs_fraction",
     "macs", "params", "latency_b256_ms", "scorer", "distiller", "search_space",

@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from prunetune.devices import select_device
 from prunetune.errors import UsageError
 from prunetune.host import Host
 from prunetune.jobspec import JobSpec
+from prunetune.latency import LatencyTable, latency_table
 from prunetune.leaderboard import Leaderboard
 from prunetune.measure import count_macs_params
 from prunetune.models import resolve_model
 from prunetune.plan import StudentPlan
+from prunetune.proxy import ProxyData, Screened
+from prunetune.proxy import screen as screen_plans
 from prunetune.registry import Registry
 from prunetune.resources import check_local_fit, local_resources
 from prunetune.sensitivity import group_sensitivity, sensitivity_plan
@@ -62,6 +66,7 @@ OBJECTIVES = {
     "latency": ("latency_b256_ms", "min"),
 }
 SPEC_FILE = "search.json"
+SCREEN_FILE = "screen.json"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -75,6 +80,9 @@ class SearchSpec(JobSpec):
     space_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     strategy_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_macs: float | None = None
+    max_latency: float | str | None = None  # ms, "uniform" or "none"; None: see latency_cap
+    latency_batch: int = 256
+    latency_threads: int | None = None  # None: torch.get_num_threads() when the spec is made
     max_ratio: float = 0.9
     round_to: int | None = None
     objectives: tuple[str, ...] = ("accuracy",)
@@ -90,6 +98,7 @@ class SearchSpec(JobSpec):
     run_root: str = "runs"
     name: str | None = None
     leaderboard: str = "leaderboard"
+    screen: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,18 +112,42 @@ class SearchSpec(JobSpec):
             (self.scheduler in ("fifo", "asha"), f"--scheduler must be fifo or asha, got {self.scheduler!r}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.final_epochs >= 0, f"--final-epochs must be 0 or more, got {self.final_epochs}"),
+            (self.screen >= 0, f"--screen must be 0 or more, got {self.screen}"),
             (len(self.objectives) >= 1 and self.objectives[0] == "accuracy",
              f"--objectives must start with accuracy, got {','.join(self.objectives)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        self._check_latency()
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown:
             raise UsageError(f"unknown objective {', '.join(unknown)} (valid: {', '.join(OBJECTIVES)})")
         if self.name is not None and not _PLAIN_NAME.fullmatch(self.name):
             raise UsageError(f"--name {self.name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
                              "not starting with '.'), not a path")
+
+    def _check_latency(self) -> None:
+        cap = self.max_latency
+        number = isinstance(cap, (int, float)) and not isinstance(cap, bool)
+        if not (cap is None or cap in ("uniform", "none") or (number and math.isfinite(cap) and cap > 0)):
+            raise UsageError(f"--max-latency must be a positive number of milliseconds, uniform or none, got {cap}")
+        if cap == "uniform" and self.max_macs is None:
+            raise UsageError("--max-latency uniform needs --max-macs: the uniform student of that budget sets the cap")
+        for option, value in (("--latency-batch", self.latency_batch), ("--latency-threads", self.latency_threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{option} must be a whole number of at least 1, got {value}")
+        if self.latency_threads is None:  # recorded, so a resumed run times as this one did
+            object.__setattr__(self, "latency_threads", torch.get_num_threads())
+
+    @property
+    def latency_cap(self) -> float | str:
+        """``--max-latency`` as the search applies it: milliseconds per batch of
+        ``latency_batch`` images; ``"uniform"``, the predicted latency of the uniform student of
+        the MACs budget (the default with ``--max-macs``); or ``"none"`` (the default without)."""
+        if self.max_latency is None:
+            return "uniform" if self.max_macs is not None else "none"
+        return float(self.max_latency) if not isinstance(self.max_latency, str) else self.max_latency
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -139,6 +172,8 @@ class SearchSpec(JobSpec):
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"{source} has unknown settings {', '.join(unknown)}")
+        # A run from before --max-latency ran without a latency cap: it resumes and reruns so.
+        data.setdefault("max_latency", "none")
         if "objectives" in data:
             if not isinstance(data["objectives"], list) or not all(isinstance(o, str) for o in data["objectives"]):
                 raise UsageError(f"{source}: objectives must be a list of names")
@@ -184,12 +219,24 @@ class SearchRun:
     baseline: dict[str, Any] | None
     versions: dict[str, str]
     seeded: tuple[dict[str, Any], ...] = ()
+    screened: tuple[Screened, ...] = ()  # best proxy first (``--screen``)
+    uniform_plan: StudentPlan | None = None  # the standard recipe's plan for the MACs budget (None: no budget)
 
     @property
     def first_points(self) -> list[dict[str, Any]]:
-        """What the searcher evaluates first: the uniform plan, then the sensitivity plans."""
+        """What the searcher evaluates first: the uniform plan, the sensitivity plans, then the
+        best screened plans, as many as leave the searcher at least one trial of its own
+        (``num_samples`` - the points before them - 1)."""
         points = [p for p in (self.baseline, *self.seeded) if p]
-        return [p for i, p in enumerate(points) if p not in points[:i]]
+        points = [p for i, p in enumerate(points) if p not in points[:i]]
+        room = self.spec.num_samples - len(points) - 1
+        for result in self.screened:
+            if room <= 0:
+                break
+            if result.params not in points:
+                points.append(dict(result.params))
+                room -= 1
+        return points
 
 
 def _git_revision() -> str | None:
@@ -236,9 +283,21 @@ def _check_folder(path: str, option: str) -> None:
         raise UsageError(f"{option} {path!r} cannot be written ({str(existing)!r} is not a writable folder)")
 
 
-def _check_reachable(model: torch.nn.Module, example: torch.Tensor, spec: SearchSpec) -> None:
+def _check_reachable(model: torch.nn.Module, example: torch.Tensor, spec: SearchSpec,
+                     latency: LatencyTable | None = None) -> None:
     """Refuse a budget that not even the most-pruned plan (every group cut by ``max_ratio``,
-    the teacher's kernel sizes) meets; MACs depend on the architecture alone."""
+    the teacher's kernel sizes) meets; MACs (and the table's latencies) depend on the
+    architecture alone. The latency budget is checked when ``latency`` (bound) is given."""
+    cap = spec.latency_cap
+    if latency is not None and isinstance(cap, float):
+        fastest = latency.predict(StudentPlan(ratio=spec.max_ratio, round_to=spec.round_to))
+        if fastest > cap:
+            slowest = latency.predict(StudentPlan())
+            raise UsageError(
+                f"no plan can meet --max-latency {cap:g}: cutting every group by --max-ratio {spec.max_ratio:g} "
+                f"still takes {fastest:.1f} ms per batch of {spec.latency_batch} on {spec.latency_threads} thread(s) "
+                f"(reachable: {math.ceil(fastest * 10) / 10:g} ms to {slowest:.1f} ms, the teacher; or a higher --max-ratio)"
+            )
     if spec.max_macs is None:
         return
     counter = MacsCounter(model, example)
@@ -283,6 +342,10 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     untrained = build_teacher_model(factory, data, spec.model)
     check_plan(untrained, StudentPlan(), data.train_x[:1])
     _check_reachable(untrained, data.train_x[:1], spec)
+    # Timed before the teacher trains and any trial starts: nothing else runs on these cores.
+    table = None
+    if for_search or spec.latency_cap != "none":  # a rerun repairs plans as its trial did
+        table = _latency_table(registry, spec, untrained, data.train_x[:1], echo)
     device = select_device("auto")
     c, h, _ = data.input_shape
     meta = {"model": spec.model, "model_options": dict(spec.model_options),
@@ -301,6 +364,11 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
 
     space = registry.create("search_space", spec.space, spec.space_options)
     uniform = _uniform_ratio(teacher, budget, example.cpu(), spec)
+    uniform_plan = StudentPlan(ratio=uniform, round_to=spec.round_to) if budget is not None else None
+    cap = spec.latency_cap
+    budget_ms = cap if isinstance(cap, float) else None
+    if cap == "uniform" and table is not None and uniform_plan is not None:
+        budget_ms = table.predict(uniform_plan)  # searched students are never slower than it
     baseline = space.baseline(structure, uniform) if for_search else None
     seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform) if for_search else ()
     inputs = TrialInputs(
@@ -312,9 +380,31 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, round_to=spec.round_to,
         teacher_macs=teacher_macs, budget_macs=budget, max_ratio=spec.max_ratio,
         cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial,
+        schedule=spec.schedule, nesterov=spec.nesterov, latency_table=table, budget_latency_ms=budget_ms,
     )
+    # Not when resuming: a restored searcher has had its first points already.
+    screened = (_screened(registry, spec, space, structure, teacher, data, budget, inputs.calibration_batches,
+                          device, echo) if for_search and not resuming and spec.screen > 0 else ())
     return SearchRun(spec, run_id, run_dir, host, data, teacher.cpu(), source, teacher_macs, teacher_val,
-                     structure, inputs, baseline, versions, seeded)
+                     structure, inputs, baseline, versions, seeded, screened, uniform_plan)
+
+
+def _latency_table(registry: Registry, spec: SearchSpec, model: torch.nn.Module, example: torch.Tensor,
+                   echo: Callable[[str], None]) -> LatencyTable:
+    """The model's latency table at the spec's batch and threads, timing every kernel size the
+    space (or strategy) may pick; cached once the latency budget is known to be reachable."""
+    sizes: set[int] = set()
+    for kind, name, options in (("search_space", spec.space, spec.space_options),
+                                ("strategy", spec.strategy, spec.strategy_options)):
+        config = getattr(registry.create(kind, name, options), "config", None)
+        sizes.update(getattr(config, "kernel_sizes", None) or ())
+    table = latency_table(model, example.cpu(), spec.latency_batch, spec.latency_threads, sorted(sizes), save=False)
+    _check_reachable(model, example, spec, table)
+    if not table.cached:
+        table.save()
+    where = "from the cache" if table.cached else f"measured in {table.seconds:.1f} s"
+    echo(f"latency table: {where} (batch {spec.latency_batch}, {spec.latency_threads} thread(s))")
+    return table
 
 
 def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.Tensor, spec: SearchSpec) -> float:
@@ -356,6 +446,41 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace
     return tuple(point for point in points if point)
 
 
+def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
+              teacher: torch.nn.Module, data: DataSplits, budget: int | None, scorer_batches: int,
+              device: torch.device, echo: Callable[[str], None]) -> tuple[Screened, ...]:
+    """``spec.screen`` random plans of the space under the budget, ranked by the adaptive-BN proxy
+    (see :mod:`prunetune.proxy`); none without a budget, where the least pruned plan would win."""
+    if budget is None:
+        echo(f"screen: skipped, --screen {spec.screen} needs a --max-macs budget")
+        return ()
+    started = time.perf_counter()
+    # BatchNorm statistics from training images; accuracy on validation images, which trials
+    # never train on (the proxy only ranks, as validation does).
+    proxy_data = ProxyData.of((data.train_x, data.train_y), (data.val_x, data.val_y), spec.seed,
+                              scorer_batches=scorer_batches)
+    results = screen_plans(
+        teacher, space, structure, registry.create("scorer", spec.scorer, spec.scorer_options),
+        registry.create("pruner", spec.pruner, spec.pruner_options), proxy_data, spec.screen, spec.seed,
+        budget_macs=budget, max_ratio=spec.max_ratio, round_to=spec.round_to,
+        scorer_named=lambda name: registry.create("scorer", name, spec.scorer_options if name == spec.scorer else {}),
+        device=device,
+    )
+    best = f"best proxy {results[0].proxy_accuracy:.2f}%" if results else "none within the budget"
+    within = f" ({len(results)} within the budget)" if len(results) < spec.screen else ""
+    echo(f"screened {spec.screen} plans{within} in {time.perf_counter() - started:.1f} s; {best}")
+    return tuple(results)
+
+
+def _write_screen(run: SearchRun) -> None:
+    """``screen.json`` in the run folder: every screened plan, best proxy first, and whether the
+    searcher tries it first."""
+    first = run.first_points
+    rows = [{**r.to_dict(), "macs_fraction": r.macs / run.teacher_macs, "tried_first": dict(r.params) in first}
+            for r in run.screened]
+    (run.run_dir / SCREEN_FILE).write_text(json.dumps({"sampled": run.spec.screen, "results": rows}, indent=1))
+
+
 def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = None,
                echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a search; return the summary of its best student(s)."""
@@ -371,6 +496,8 @@ def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = 
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (prepared.run_dir / SPEC_FILE).write_text(spec.to_json())
+        if spec.screen > 0:
+            _write_screen(prepared)
     board = Leaderboard(spec.leaderboard)
     ctx = RowContext.of(prepared, _git_revision(), hardware())
     fit_trials(prepared, board, ctx, resume=resume is not None)

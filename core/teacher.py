@@ -32,6 +32,10 @@ CACHE_ENV = "PRUNETUNE_CACHE"
 # Bump when the cached file's layout or the training code changes what a key produces.
 _CACHE_FORMAT = 1
 
+# Recipe fields added after caches existed, with the value every earlier teacher was trained
+# with: left out of the key at that value, so those caches still hit.
+_LATER_FIELDS = {"nesterov": False}
+
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -51,7 +55,8 @@ def teacher_cache_key(
         "format": _CACHE_FORMAT,
         "model": dict(model_spec),
         "data": data_fingerprint,
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
+                   if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]},
     }
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 

@@ -43,7 +43,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 _Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 _OPTIMIZERS = ("sgd", "adam")
-_SCHEDULES = ("cosine", "constant")
+_SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +55,12 @@ class TrainRecipe:
         batch_size: Samples per step.
         lr: Peak learning rate.
         momentum: SGD momentum (ignored by Adam).
+        nesterov: Nesterov momentum (SGD with ``momentum > 0`` only).
         weight_decay: L2 penalty.
         optimizer: ``"sgd"`` or ``"adam"``.
-        schedule: ``"cosine"`` (decay to 0 over all steps) or ``"constant"``.
+        schedule: ``"cosine"`` (decay to 0 over all steps), ``"onecycle"`` (torch's
+            ``OneCycleLR``: warm up to ``lr``, then anneal to near 0 over all steps) or
+            ``"constant"``.
         seed: Seeds shuffling and any randomness inside the stage (adapter init, dropout).
         label_smoothing: Of the cross-entropy in :func:`train_supervised`; distillers own their
             loss.
@@ -67,6 +70,7 @@ class TrainRecipe:
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4
     optimizer: str = "sgd"
     schedule: str = "cosine"
@@ -87,6 +91,11 @@ class TrainRecipe:
             (
                 self.schedule in _SCHEDULES,
                 f"schedule must be one of {', '.join(_SCHEDULES)}, got {self.schedule!r}",
+            ),
+            (
+                not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+                f"nesterov needs optimizer sgd with momentum > 0, got {self.optimizer}"
+                f" with momentum {self.momentum}",
             ),
             (
                 0 <= self.label_smoothing < 1,
@@ -162,13 +171,19 @@ def _make_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     if recipe.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
         )
     else:
         opt = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.schedule == "cosine":
         sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(total_steps, 1)
+        )
+    elif recipe.schedule == "onecycle":
+        # Momentum stays the recipe's: by default OneCycleLR would cycle it (and Adam's betas).
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=recipe.lr, total_steps=max(total_steps, 1), cycle_momentum=False
         )
     else:
         sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)

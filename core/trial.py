@@ -9,7 +9,7 @@ several trials, so the registry and the rebuilt teacher are kept per process
 Every report splits the trial's wall time (:class:`TrialClock`): ``train_seconds`` (inside
 distillation: optimizer set-up, epochs, validation; on a worker's first trial this includes
 torch's one-off import of ``torch._dynamo`` when the first optimizer is made, a few seconds),
-``prune_seconds`` (building the student, then counting its MACs and timing it) and
+``prune_seconds`` (building the student, then counting its MACs and predicting its latency) and
 ``overhead_seconds`` (everything else: the worker's registry and teacher on its first trial,
 budget repair, checkpoints and reports).
 """
@@ -30,11 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunetune.budget import RepairResult, repair
+from prunetune.budget import CostLimit, MacsCounter, RepairResult, repair
 from prunetune.checkpoint import save_student
 from prunetune.devices import describe_device
 from prunetune.host import Host
-from prunetune.measure import count_macs_params, cpu_latency_ms
+from prunetune.jobspec import JobSpec
+from prunetune.latency import LatencyTable
+from prunetune.measure import count_macs_params
 from prunetune.models import resolve_model
 from prunetune.registry import Registry
 from prunetune.spaces import Candidate
@@ -42,7 +44,7 @@ from prunetune.surgery import build_student, check_output_shape
 from prunetune.train import EpochCallback, TrainRecipe, distill, make_retrainer
 
 __all__ = [
-    "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher",
+    "LATENCY_METRIC", "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher",
     "distill_candidate", "failure_text", "make_candidate_student", "repaired_candidate", "run_trial", "worker_state",
 ]
 
@@ -87,6 +89,10 @@ class TrialInputs:
     cpus_per_trial: float
     gpus_per_trial: float
     calibration_batches: int = 4
+    schedule: str = JobSpec.schedule
+    nesterov: bool = JobSpec.nesterov
+    latency_table: LatencyTable | None = None  # the driver's, measured with nothing else running
+    budget_latency_ms: float | None = None  # the table's latency budget (None: none)
     token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex, init=False)
 
 
@@ -225,13 +231,27 @@ def _node_id() -> str | None:
         return None
 
 
+#: The metric of a trial's latency, predicted by the driver's table (see :func:`run_trial`).
+LATENCY_METRIC = "latency_b256_ms"
+
+
 def repaired_candidate(state: WorkerState, inputs: TrialInputs,
                        params: Mapping[str, Any]) -> tuple[Candidate, RepairResult | None]:
-    """The candidate of a trial's parameters, its plan repaired to the budget (no budget: None)."""
+    """The candidate of a trial's parameters, its plan repaired to the MACs and latency budgets
+    (no budget: None)."""
     candidate = Candidate.from_params(dict(params), inputs.round_to)
-    if inputs.budget_macs is None:
+    if inputs.budget_macs is None and inputs.budget_latency_ms is None:
         return candidate, None
-    fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, inputs.train_x[:1], inputs.max_ratio)
+    example = inputs.train_x[:1]
+    counter = MacsCounter(state.cpu_teacher, example)
+    limits = []
+    if inputs.budget_latency_ms is not None:
+        if inputs.latency_table is None:
+            raise ValueError("a latency budget needs the inputs' latency_table")
+        latency = inputs.latency_table.bind(counter).predict
+        limits.append(CostLimit(LATENCY_METRIC, latency, inputs.budget_latency_ms))
+    fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, example, inputs.max_ratio, counter=counter,
+                 limits=limits)
     return dataclasses.replace(candidate, plan=fix.plan), fix
 
 
@@ -239,7 +259,8 @@ def distill_candidate(state: WorkerState, inputs: TrialInputs, candidate: Candid
                       epochs: int, on_epoch: EpochCallback | None = None) -> None:
     """Distil ``student`` as every trial does: the candidate's distiller, the run's recipe."""
     distiller = candidate_distiller(state.registry, inputs, candidate)
-    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed)
+    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed,
+                         schedule=inputs.schedule, nesterov=inputs.nesterov)
     logits = inputs.teacher_logits if distiller.uses_teacher else None
     distill(student, state.teacher, distiller, inputs.train_x, inputs.train_y, recipe, state.device,
             val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
@@ -275,24 +296,32 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
                 # Never trained: reported once so the searcher learns the region is out of budget.
                 tune.report({**known, "val_accuracy": 0.0, "macs": fix.macs,
                              "macs_fraction": fix.macs / inputs.teacher_macs, "plan": json.dumps(fix.plan.to_dict()),
-                             **clock.seconds()})
+                             **dict(fix.costs), **clock.seconds()})
                 return
         known["plan"] = json.dumps(candidate.plan.to_dict(), sort_keys=True)
         with clock.timing("prune"):
             student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
             macs, n_params = count_macs_params(student, shape)
-            known.update(latency_b1_ms=cpu_latency_ms(student, shape, 1, 10),
-                         latency_b256_ms=cpu_latency_ms(student, shape, 256, 3))
+            # Predicted from the driver's table, never timed here: other trials share these
+            # cores (issue 10). No batch-1 latency: only the final students are timed.
+            if inputs.latency_table is not None:
+                known[LATENCY_METRIC] = inputs.latency_table.predict_model(student)
         known.update(macs=macs, params=n_params, macs_fraction=macs / inputs.teacher_macs, scorer=meta["scorer"],
                      distiller=meta["distiller"])
+
+        history: list[float] = []
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             clock.stop()  # saving and reporting are overhead, not training
             known["epoch"] = epoch
+            history.append(metrics["val_accuracy"])
             with tempfile.TemporaryDirectory() as folder:
                 save_student(Path(folder) / "student.pt", student, meta)
+                # A JSON string, not a list, so Tune stores it as one value; the final choice
+                # compares trials stopped early at the epochs they all reached (prunetune.final).
                 report = {**known, "val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"],
-                          "train_loss": metrics["train_loss"], **clock.seconds()}
+                          "val_history": json.dumps(history), "train_loss": metrics["train_loss"],
+                          **clock.seconds()}
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
             clock.start("train")
 

@@ -122,6 +122,7 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         # A failed trial's reported accuracy (0) is for the searcher, not a measurement.
         "val_accuracy": None if error else metrics.get("val_accuracy"),
         "val_loss": metrics.get("val_loss"),
+        "val_history": metrics.get("val_history"),
         "test_accuracy": metrics.get("test_accuracy"),
         "macs": metrics.get("macs"),
         "params": metrics.get("params"),
@@ -210,6 +211,23 @@ class LeaderboardWriter(tune.Callback):
         self.write(trial.trial_id, _metrics(trial), _error_text(trial), _attempts(trial, failed=True))
 
 
+def _scheduler(spec: SearchSpec) -> ASHAScheduler | None:
+    """ASHA for ``--scheduler asha`` (None: FIFO, every trial runs all its epochs).
+
+    Rungs at epochs 1, 2, 4, ... below ``spec.epochs`` (2 epochs: one rung, at epoch 1); a trial
+    goes on past a rung when its accuracy there is at least the median of those that reached
+    it before. Ray's default keeps only the top quarter, which with a dozen short trials stops
+    nearly every trial after the first. ASHA is asynchronous (the first trial at a rung always
+    passes it), so the kept trial is chosen at an epoch that trials reached alike
+    (:func:`prunetune.final.choose_trials`). Ray's synchronous HyperBand is not offered: it
+    pauses trials at rungs and resumes them from a checkpoint, and trials start from scratch.
+    """
+    if spec.scheduler != "asha":
+        return None
+    return ASHAScheduler(metric="val_accuracy", mode="max", max_t=spec.epochs, grace_period=1,
+                         reduction_factor=2, time_attr="epoch")
+
+
 def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tuner:
     spec = run.spec
     trainable = tune.with_resources(
@@ -227,10 +245,7 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
     modes = [OBJECTIVES[o][1] for o in spec.objectives]
     points = run.first_points
     searcher = strategy.searcher(DefineByRun(space, run.structure), metrics, modes, spec.seed, points)
-    scheduler = (
-        ASHAScheduler(metric="val_accuracy", mode="max", max_t=spec.epochs, grace_period=1, time_attr="epoch")
-        if spec.scheduler == "asha" else None
-    )
+    scheduler = _scheduler(spec)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -4,16 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.budget import MacsCounter, repair, student_macs
+from prunetune.budget import CostLimit, MacsCounter, repair, student_macs
 from prunetune.errors import UsageError
 from prunetune.groups import find_groups
 from prunetune.host import Host
 from prunetune.kernels import kernel_layers
+from prunetune.latency import latency_table
 from prunetune.measure import count_macs_params
 from prunetune.plan import StudentPlan
 from prunetune.plugins.models.resnet import ResNetFactory
 from prunetune.selection import group_ratios
 from prunetune.surgery import build_student
+from tests.core.test_latency import BATCH, FakeTimer
 from tests.core.toy import ConcatDepthwise
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
@@ -106,3 +108,28 @@ def test_bad_arguments_are_refused(teacher):
         repair(teacher, StudentPlan(), 1, EXAMPLE, max_ratio=1.0)
     with pytest.raises(UsageError, match="nope"):
         student_macs(teacher, StudentPlan(ratios={"nope": 0.5}), EXAMPLE)
+
+
+def test_repair_meets_a_latency_budget_beside_the_macs_one(teacher, teacher_macs, tmp_path):
+    table = latency_table(teacher, EXAMPLE, BATCH, 1, (3, 5, 7), cache_dir=tmp_path, timer=FakeTimer())
+    plan = StudentPlan(ratio=0.1, kernels={"layer1.0.conv1": 7, "layer2.0.conv2": 7})
+    cap = table.predict(StudentPlan(ratio=0.5))
+    assert table.predict(plan) > cap
+    limit = CostLimit("latency_b256_ms", table.predict, cap)
+    # Latency alone: no MACs budget.
+    fix = repair(teacher, plan, None, EXAMPLE, limits=[limit])
+    assert (fix.feasible, fix.repaired) == (True, True)
+    assert fix.costs["latency_b256_ms"] == table.predict(fix.plan) <= cap
+    assert fix.plan.kernels == plan.kernels  # kernel sizes are kept; channels pay for them
+    # Both budgets: the tighter one decides, and both hold.
+    loose_macs = repair(teacher, plan, teacher_macs, EXAMPLE, limits=[limit])
+    assert loose_macs.plan == fix.plan
+    tight = int(0.2 * teacher_macs)
+    both = repair(teacher, plan, tight, EXAMPLE, limits=[limit])
+    assert both.feasible and both.macs <= tight and both.costs["latency_b256_ms"] <= cap
+    # A plan within both comes back untouched, its cost reported.
+    fine = repair(teacher, StudentPlan(ratio=0.6), teacher_macs, EXAMPLE, limits=[limit])
+    assert not fine.repaired and fine.costs["latency_b256_ms"] <= cap
+    # Out of reach: the most-pruned plan, infeasible.
+    never = repair(teacher, plan, None, EXAMPLE, limits=[CostLimit("latency_b256_ms", table.predict, 1e-9)])
+    assert not never.feasible and never.repaired and never.costs["latency_b256_ms"] > 1e-9

@@ -128,6 +128,39 @@ def test_evaluate_a_checkpoint_that_does_not_fit_its_plan(tmp_path: Path, capsys
     assert code == 2 and "does not fit its plan" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["compress", "search"])
+def test_the_recipe_options_default_to_the_specs(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from prunetune.cli import _build_parser
+    from prunetune.jobspec import JobSpec
+
+    args = _build_parser().parse_args([command])
+    assert (args.schedule, args.nesterov) == (JobSpec.schedule, JobSpec.nesterov)
+    args = _build_parser().parse_args([command, "--schedule", "onecycle", "--nesterov"])
+    assert (args.schedule, args.nesterov) == ("onecycle", True)
+    assert _build_parser().parse_args([command, "--no-nesterov"]).nesterov is False
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {JobSpec.schedule})" in help_text and "--no-nesterov" in help_text
+
+
+def test_compress_trains_with_one_cycle_and_nesterov(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunetune import compress
+
+    recipes = []
+    for name, position in (("distill", 5), ("train_supervised", 3)):
+        def spy(*args, real=getattr(compress, name), position=position, **kwargs):  # type: ignore[no-untyped-def]
+            recipes.append(args[position])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(compress, name, spy)
+    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "s.pt"), *TINY, "--schedule", "onecycle", "--nesterov")
+    assert code == 0, err
+    assert [(r.schedule, r.nesterov) for r in recipes] == [("onecycle", True)] * 2  # distillation, fine-tuning
+    assert (tmp_path / "s.pt").is_file()
+
+
 def test_argparse_mistakes_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["compress", "--ratio", "half"])

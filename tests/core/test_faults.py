@@ -270,8 +270,10 @@ def test_a_raising_scorer_and_a_shape_breaking_pruner_fail_only_their_trials(tmp
     # or 5 for each of seven convs: a 5 among them (all but surely) makes the scorer raise.
     # The plans depend on the teacher: options as the command line gives them (text) find the
     # one the search will use in the cache, whichever test trained it.
+    # No latency cap: a trial would repair the sensitivity plans to it, changing their spread.
     spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), max_macs=0.3,
-                      dataset_options={"limit": "300"}, model_options={"width": "4"}, teacher_epochs=1, progress=False)
+                      max_latency="none", dataset_options={"limit": "300"}, model_options={"width": "4"},
+                      teacher_epochs=1, progress=False)
     points = prepare_search(spec, run_id="plans", echo=lambda _: None).first_points
     spreads = [round(_spread(p), 6) for p in points]
     top = max(spreads)
@@ -283,7 +285,7 @@ def test_a_raising_scorer_and_a_shape_breaking_pruner_fail_only_their_trials(tmp
            "OMP_NUM_THREADS": "1"}
     num_samples = len(points) + 1
     args = ["search", "--name", RUN, "--runs", str(tmp_path / "runs"), "--leaderboard", str(tmp_path / "board"),
-            "--max-macs", "0.3", "--space-opt", "kernel_sizes=3,5", "--scorer", "picky", "--pruner", "shape_breaker",
+            "--max-macs", "0.3", "--max-latency", "none", "--space-opt", "kernel_sizes=3,5", "--scorer", "picky", "--pruner", "shape_breaker",
             "--pruner-opt", f"max_spread={max_spread}", "--num-samples", str(num_samples), "--cpus-per-trial", "1",
             *TINY]
     # An embedded Ray started by the driver: its workers inherit PYTHONPATH, so they find the plugin.

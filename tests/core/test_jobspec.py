@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 
 from prunetune.compress import CompressSpec
 from prunetune.errors import UsageError
-from prunetune.jobspec import JobSpec
+from prunetune.jobspec import SCHEDULES, JobSpec
 from prunetune.search import SearchSpec
+from prunetune.train import TrainRecipe
 
 
 @pytest.mark.parametrize("spec_class", [CompressSpec, SearchSpec])
@@ -26,6 +28,8 @@ from prunetune.search import SearchSpec
         ({"val_fraction": 1.0}, r"--val-fraction must be in \(0, 1\), got 1.0"),
         ({"val_fraction": math.nan}, r"--val-fraction must be in \(0, 1\), got nan"),
         ({"val_fraction": math.inf}, r"--val-fraction must be in \(0, 1\), got inf"),
+        ({"schedule": "step"}, "--schedule must be one of cosine, onecycle, constant, got 'step'"),
+        ({"nesterov": "yes"}, "--nesterov must be true or false, got 'yes'"),
     ],
 )
 def test_compress_and_search_refuse_the_shared_settings_alike(spec_class, changes, message):
@@ -47,3 +51,26 @@ def test_both_specs_start_with_the_shared_settings_and_their_defaults():
 def test_a_search_spec_survives_its_json_file():
     spec = SearchSpec(model_options={"width": 4}, max_macs=0.3, objectives=("accuracy", "macs"), lr=0.05)
     assert SearchSpec.from_json(spec.to_json()) == spec
+
+
+def test_the_students_recipe_defaults_are_todays():
+    spec = JobSpec()
+    assert (spec.schedule, spec.nesterov) == ("cosine", False)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_a_spec_takes_makes_a_recipe(schedule):
+    assert SearchSpec(schedule=schedule, nesterov=True).schedule == schedule
+    assert TrainRecipe(schedule=schedule, nesterov=True).schedule == schedule
+
+
+def test_a_search_spec_keeps_the_recipe_settings_in_its_json_file():
+    spec = SearchSpec(schedule="onecycle", nesterov=True)
+    assert SearchSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_search_json_from_before_the_recipe_settings_still_loads():
+    data = json.loads(SearchSpec(lr=0.05).to_json())
+    del data["schedule"], data["nesterov"]
+    spec = SearchSpec.from_json(json.dumps(data))
+    assert (spec.schedule, spec.nesterov, spec.lr) == (JobSpec.schedule, JobSpec.nesterov, 0.05)

@@ -112,6 +112,22 @@ def test_files_from_before_the_time_split_read_with_nulls(tmp_path: Path) -> Non
     assert split == {"old": (None, None, 2.5), "new": (9.0, 1.0, 0.5)}
 
 
+def test_val_history_round_trips_and_files_from_before_it_read_with_null(tmp_path: Path) -> None:
+    board = Leaderboard(tmp_path)
+    path = board.write([row("old", val_history="[70.0, 80.0]")], key="old")
+    old = pq.read_table(path).drop_columns(["val_history"])  # the schema before val_history
+    assert "val_history" not in old.schema.names
+    pq.write_table(old, path)
+    board.write([row("new", seconds=1, val_history=[71.5, 82.25])], key="new")  # a list is encoded
+    got = {r["trial_id"]: r["val_history"] for r in board.rows()}
+    assert got["old"] is None and json.loads(got["new"]) == [71.5, 82.25]
+    assert board.check() == []
+    assert json.loads(format_rows(board.rows(), "json", ["trial_id", "val_history"])) == [
+        {"trial_id": "old", "val_history": None}, {"trial_id": "new", "val_history": [71.5, 82.25]}]
+    with pytest.raises(ValueError, match="val_history"):
+        board.write([row("bad", val_history="[70.0,")], key="bad")
+
+
 def test_writing_a_key_again_replaces_its_rows(tmp_path: Path) -> None:
     board = Leaderboard(tmp_path)
     board.write([row("t0", status="stopped", val_accuracy=50.0)], key="r1-t0")

@@ -105,6 +105,9 @@ def test_a_pareto_search_with_asha_keeps_each_front_point(tmp_path: Path, ray_cl
     trials = [r for r in rows if r["kind"] == "trial"]
     finals = [r for r in rows if r["kind"] == "final"]
     assert len(trials) == 4 and {r["status"] for r in trials} <= {"ok", "stopped"}
+    # Through Tune, every row keeps the accuracy of each epoch it trained (stopped ones: fewer).
+    histories = [json.loads(r["val_history"]) for r in trials]
+    assert all(len(h) == r["epochs"] and h[-1] == r["val_accuracy"] for h, r in zip(histories, trials))
     assert 1 <= len(finals) == len(summary["students"])
     assert all(Path(p).is_file() for p in summary["students"])
 

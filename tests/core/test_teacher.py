@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,15 @@ def test_cache_key_is_canonical_and_sensitive() -> None:
     assert teacher_cache_key({**SPEC, "name": "other"}, "abc", RECIPE) != key
     assert teacher_cache_key(SPEC, "abd", RECIPE) != key
     assert teacher_cache_key(SPEC, "abc", dataclasses.replace(RECIPE, seed=1)) != key
+    assert teacher_cache_key(SPEC, "abc", dataclasses.replace(RECIPE, nesterov=True)) != key
+
+
+def test_cache_key_of_a_default_recipe_is_the_one_before_nesterov() -> None:
+    # Teachers cached before TrainRecipe had `nesterov` keep their key (no retraining).
+    recipe = {k: v for k, v in dataclasses.asdict(RECIPE).items() if k != "nesterov"}
+    payload = {"format": 1, "model": SPEC, "data": "abc", "recipe": recipe}
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert teacher_cache_key(SPEC, "abc", RECIPE) == expected
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from prunetune.errors import UsageError
 from prunetune.plugins.distillers.attention import AttentionDistiller
 from prunetune.plugins.distillers.hinton import HintonDistiller
 from prunetune.testing.distillers import TinyConvNet, tiny_problem
-from prunetune.train import TrainRecipe, distill, evaluate, teacher_logits_for, train_supervised
+from prunetune.train import TrainRecipe, _make_optimizer, distill, evaluate, teacher_logits_for, train_supervised
 
 CPU = torch.device("cpu")
 DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -45,6 +45,8 @@ def _hinton() -> HintonDistiller:
         {"weight_decay": -1e-4},
         {"optimizer": "rmsprop"},
         {"schedule": "step"},
+        {"nesterov": True, "momentum": 0.0},
+        {"nesterov": True, "optimizer": "adam"},
         {"label_smoothing": 1.0},
     ],
 )
@@ -64,6 +66,7 @@ def test_recipe_defaults() -> None:
     assert (
         recipe.optimizer == "sgd" and recipe.schedule == "cosine" and recipe.label_smoothing == 0.0
     )
+    assert recipe.nesterov is False
 
 
 class _FixedLogits(nn.Module):
@@ -274,6 +277,53 @@ def test_adam_and_constant_schedule() -> None:
     recipe = TrainRecipe(epochs=2, batch_size=8, lr=1e-3, optimizer="adam", schedule="constant")
     history = train_supervised(model, x, y, recipe, CPU, progress=False)
     assert [h["lr"] for h in history] == [1e-3, 1e-3]
+
+
+def _lrs_used(recipe: TrainRecipe, steps: int) -> list[float]:
+    """The learning rate each of ``steps`` optimizer steps uses, stepping the schedule per batch."""
+    opt, sched = _make_optimizer([nn.Parameter(torch.zeros(1))], recipe, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_one_cycle_rises_to_the_recipes_lr_then_falls_to_near_zero() -> None:
+    lrs = _lrs_used(TrainRecipe(lr=0.1, schedule="onecycle"), 100)
+    peak = lrs.index(max(lrs))
+    assert 10 < peak < 50, "the warm-up is a share of all the steps"
+    assert max(lrs) == pytest.approx(0.1)
+    assert lrs[0] < 0.1 / 10
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1], strict=True))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :], strict=False))
+    assert lrs[-1] < 0.1 * 1e-3
+
+
+def test_one_cycle_keeps_the_recipes_momentum() -> None:
+    opt, sched = _make_optimizer([nn.Parameter(torch.zeros(1))], TrainRecipe(momentum=0.8, schedule="onecycle"), 10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["momentum"] == 0.8
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_nesterov_reaches_the_optimizer(nesterov: bool) -> None:
+    opt, _ = _make_optimizer([nn.Parameter(torch.zeros(1))], TrainRecipe(nesterov=nesterov), 1)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"] is nesterov
+
+
+def test_training_with_one_cycle_and_nesterov_learns() -> None:
+    x, y = tiny_problem(64, seed=0)
+    torch.manual_seed(0)
+    model = TinyConvNet((4, 8))
+    recipe = TrainRecipe(epochs=8, batch_size=16, lr=0.1, schedule="onecycle", nesterov=True)
+    history = train_supervised(model, x, y, recipe, CPU, progress=False)
+    lrs = [h["lr"] for h in history]
+    assert lrs[1] > lrs[0] and lrs[-1] < lrs[2] / 100
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 @pytest.mark.parametrize("terminal", [True, False])

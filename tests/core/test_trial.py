@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from prunetune import trial as trial_module
+from prunetune.jobspec import JobSpec
 from prunetune.search import SearchRun, SearchSpec, prepare_search
+from prunetune.train import TrainRecipe
 from prunetune.trial import TrialClock, TrialInputs, run_trial, worker_state
 
 TINY = dict(dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=2,
@@ -112,6 +114,15 @@ def test_each_epoch_reports_seconds_that_add_up(prepared: SearchRun, reports: li
     assert json.loads(reports[1]["plan"])["ratios"]
 
 
+def test_each_epoch_reports_the_accuracies_so_far(prepared: SearchRun, reports: list[dict[str, Any]]) -> None:
+    run_trial(dict(prepared.baseline or {}), prepared.inputs)
+    first, second = reports
+    # A JSON string, epoch 1 first: Tune keeps it as one value, the leaderboard as one column.
+    assert isinstance(first["val_history"], str)
+    assert json.loads(first["val_history"]) == [first["val_accuracy"]]
+    assert json.loads(second["val_history"]) == [first["val_accuracy"], second["val_accuracy"]]
+
+
 def test_an_infeasible_trial_reports_its_time_as_overhead(prepared: SearchRun, reports: list[dict[str, Any]]) -> None:
     inputs = dataclasses.replace(prepared.inputs, budget_macs=1)
     run_trial(dict(prepared.baseline or {}), inputs)
@@ -119,3 +130,67 @@ def test_an_infeasible_trial_reports_its_time_as_overhead(prepared: SearchRun, r
     assert r["feasible"] is False and r["epoch"] == 0
     assert r["train_seconds"] == r["prune_seconds"] == 0.0
     assert r["overhead_seconds"] == pytest.approx(r["trial_seconds"]) and r["trial_seconds"] > 0
+
+
+def test_a_trial_trains_with_the_runs_schedule_and_nesterov(tmp_path: Path, reports: list[dict[str, Any]],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), schedule="onecycle",
+                      nesterov=True, **TINY)  # type: ignore[arg-type]
+    run = prepare_search(spec, echo=lambda _: None)
+    inputs = run.inputs
+    assert (inputs.schedule, inputs.nesterov) == ("onecycle", True)
+    recipes: list[TrainRecipe] = []
+    real = trial_module.distill
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        recipes.append(args[5])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "distill", spy)
+    monkeypatch.setattr(trial_module, "_STATE", None)
+    run_trial(dict(run.baseline or {}), inputs)
+    [recipe] = recipes
+    assert (recipe.schedule, recipe.nesterov, recipe.lr) == ("onecycle", True, spec.lr)
+    assert [r["epoch"] for r in reports] == [1, 2] and "error" not in reports[-1]
+    assert reports[-1]["val_accuracy"] > 0
+
+
+def test_trial_inputs_default_to_the_specs_recipe(prepared: SearchRun) -> None:
+    fields = {f.name: f.default for f in dataclasses.fields(TrialInputs)}
+    assert (fields["schedule"], fields["nesterov"]) == (JobSpec.schedule, JobSpec.nesterov)
+    assert (prepared.inputs.schedule, prepared.inputs.nesterov) == (JobSpec.schedule, JobSpec.nesterov)
+
+
+def test_a_trial_reports_the_tables_latency_not_a_timing(prepared: SearchRun, reports: list[dict[str, Any]],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunetune.budget import MacsCounter
+    from prunetune.plan import StudentPlan
+
+    inputs = prepared.inputs
+    assert inputs.latency_table is not None and prepared.uniform_plan is not None
+    table = inputs.latency_table.bind(MacsCounter(prepared.teacher, inputs.train_x[:1]))
+    # --max-macs without --max-latency: the uniform student's predicted latency is the cap.
+    assert prepared.spec.latency_cap == "uniform"
+    assert inputs.budget_latency_ms == pytest.approx(table.predict(prepared.uniform_plan))
+    monkeypatch.setattr(trial_module, "_STATE", None)
+    run_trial(dict(prepared.baseline or {}), inputs)
+    assert len(reports) == inputs.epochs
+    for r in reports:
+        assert r["latency_b256_ms"] == pytest.approx(table.predict(StudentPlan.from_dict(json.loads(r["plan"]))))
+        assert r["latency_b256_ms"] <= inputs.budget_latency_ms * (1 + 1e-9)
+        assert "latency_b1_ms" not in r  # only final students are timed
+
+
+def test_a_trial_repairs_its_plan_to_the_latency_budget(prepared: SearchRun, reports: list[dict[str, Any]],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from prunetune.budget import MacsCounter
+    from prunetune.plan import StudentPlan
+
+    table = prepared.inputs.latency_table.bind(MacsCounter(prepared.teacher, prepared.inputs.train_x[:1]))  # type: ignore[union-attr]
+    cap = table.predict(StudentPlan(ratio=0.75))
+    monkeypatch.setattr(trial_module, "_STATE", None)
+    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=cap, epochs=1))
+    [r] = reports
+    assert r["feasible"] and r["repaired"] and r["latency_b256_ms"] <= cap * (1 + 1e-9)
+    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=1e-6, epochs=1))
+    assert reports[-1]["feasible"] is False and reports[-1]["latency_b256_ms"] > 1e-6  # out of reach: never trained

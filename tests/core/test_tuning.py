@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 pytest.importorskip("ray")
 
+from prunetune.final import choose_trials  # noqa: E402
 from prunetune.leaderboard import Leaderboard  # noqa: E402
 from prunetune.search import SearchSpec  # noqa: E402
-from prunetune.tuning import RowContext, concurrency, trial_row  # noqa: E402
+from prunetune.tuning import RowContext, _scheduler, concurrency, trial_row  # noqa: E402
 
 CTX = RowContext("run", SearchSpec(epochs=2), 4_000_000, 90.0, {"scorer.l1": "prunetune 0.1.0"}, None, "cpu")
 
@@ -38,6 +42,41 @@ def test_rows_without_a_time_split_have_nulls(tmp_path: Path) -> None:
     board = Leaderboard(tmp_path / "board")
     board.write([row], key="run-final-t1")
     assert board.rows()[0]["prune_seconds"] is None
+
+
+def test_a_trial_row_carries_the_accuracy_of_every_epoch(tmp_path: Path) -> None:
+    stopped = {"epoch": 1, "val_accuracy": 75.0, "val_history": "[75.0]", "macs": 500}
+    board = Leaderboard(tmp_path / "board")
+    board.write([trial_row(CTX, "t1", {"epoch": 2, "val_accuracy": 80.0, "val_history": "[70.0, 80.0]"}, None)],
+                key="run-t1")
+    board.write([trial_row(CTX, "t2", stopped, None)], key="run-t2")
+    rows = {r["trial_id"]: r for r in board.rows()}
+    assert json.loads(rows["t1"]["val_history"]) == [70.0, 80.0] and rows["t1"]["status"] == "ok"
+    assert json.loads(rows["t2"]["val_history"]) == [75.0] and rows["t2"]["status"] == "stopped"
+    assert [r["trial_id"] for r in choose_trials(list(rows.values()), False)] == ["t2"]  # 75 against 70 at epoch 1
+    assert trial_row(CTX, "t3", {"epoch": 0, "feasible": False}, None)["val_history"] is None
+
+
+def _rung(scheduler: Any, trial_id: str, epoch: int, accuracy: float) -> str:
+    trial = SimpleNamespace(trial_id=trial_id)
+    if epoch == 1:
+        scheduler.on_trial_add(None, trial)
+    return scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_accuracy": accuracy})
+
+
+def test_asha_has_one_rung_at_epoch_1_for_two_epoch_trials() -> None:
+    from ray.tune.schedulers import TrialScheduler
+
+    assert _scheduler(SearchSpec(epochs=2)) is None  # fifo
+    asha = _scheduler(SearchSpec(epochs=2, scheduler="asha"))
+    [bracket] = asha._brackets
+    assert [t for t, _ in bracket._rungs if t < 2] == [1]
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    # A trial goes on when it is at least the median of the epoch-1 accuracies before it.
+    assert [_rung(asha, t, 1, acc) for t, acc in [("a", 70.0), ("b", 80.0), ("c", 76.0), ("d", 72.0)]] == [
+        go, go, go, stop]
+    assert _rung(asha, "a", 2, 81.0) == stop  # the last epoch ends the trial
+    assert [t for t, _ in _scheduler(SearchSpec(epochs=8, scheduler="asha"))._brackets[0]._rungs if t < 8] == [4, 2, 1]
 
 
 @pytest.mark.parametrize(
