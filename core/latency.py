@@ -45,9 +45,8 @@ import hashlib
 import json
 import math
 import platform
-import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,8 @@ import torch
 from torch import nn
 
 from prunetune.budget import LayerShape, MacsCounter, layer_shapes
+from prunetune import measure
+from prunetune.devices import torch_threads
 from prunetune.files import write_text_atomically
 from prunetune.kernels import kernel_layers
 from prunetune.plan import StudentPlan
@@ -84,26 +85,9 @@ Timer = Callable[[nn.Module, torch.Tensor], float]
 
 
 def time_forward(module: nn.Module, x: torch.Tensor, repeats: int = REPEATS, warmup: int = WARMUP) -> float:
-    """Median wall time of ``module(x)`` in milliseconds, in inference mode, after ``warmup`` runs."""
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            module(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with torch using ``threads`` threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """Median wall time of ``module(x)`` in milliseconds (:func:`prunetune.measure.time_forward`
+    with the table's repeats)."""
+    return measure.time_forward(module, x, repeats, warmup)
 
 
 def cpu_model() -> str:

@@ -12,7 +12,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-__all__ = ["Measurement", "count_macs_params", "cpu_latency_ms", "file_size_bytes", "measure", "weight_sparsity"]
+__all__ = ["Measurement", "count_macs_params", "cpu_latency_ms", "file_size_bytes", "measure", "time_forward", "weight_sparsity"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +48,16 @@ def cpu_latency_ms(
 ) -> float:
     """Median wall time of a forward pass of ``batch`` images on the CPU, in milliseconds."""
     cpu_model = copy.deepcopy(model).cpu().eval()
-    x = torch.randn(batch, *input_shape)
+    return time_forward(cpu_model, torch.randn(batch, *input_shape), repeats, warmup)
+
+
+def time_forward(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
+    """Median wall time of ``module(x)`` in milliseconds, in inference mode, after ``warmup`` runs."""
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             start = time.perf_counter()
-            cpu_model(x)
+            module(x)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)

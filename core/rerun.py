@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunetune.devices import describe_device
+from prunetune.devices import describe_device, torch_threads
 from prunetune.errors import UsageError
 from prunetune.leaderboard import Leaderboard
 from prunetune.measure import count_macs_params
@@ -102,14 +102,6 @@ class _Enough(Exception):
     """Ends distillation at the epoch the trial stopped at."""
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
@@ -125,7 +117,7 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
         ``plan`` (JSON, after budget repair), ``feasible``, ``macs``, ``hardware`` and, for a
         feasible plan, ``scorer``, ``distiller``, ``epoch``, ``val_accuracy``, ``val_loss``.
     """
-    with _threads(max(1, int(inputs.cpus_per_trial))):
+    with torch_threads(max(1, int(inputs.cpus_per_trial))):
         state = worker_state(inputs)
         candidate, fix = repaired_candidate(state, inputs, params)
         result: dict[str, Any] = {"feasible": True, "hardware": describe_device(state.device)}
