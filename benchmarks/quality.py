@@ -6,16 +6,17 @@ once by :func:`fixed_teacher` and cached. For every seed, teacher and MACs budge
 
   a. Torch-Pruning itself: ``tp.pruner.MetaPruner`` with ``GroupMagnitudeImportance(p=2)``
      (its default), local pruning, the classifier ignored, one ``pruning_ratio`` found by
-     bisection (the largest student at most the budget), then Torch-Pruning's fine-tuning
-     recipe (``reproduce/main.py``): SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128
-     (last partial batch dropped), learning rate x0.1 at 60% and 80% of the steps, F epochs of
-     cross-entropy;
+     bisection (the largest student at most the budget), then the fine-tuning recipe the issue
+     names: SGD with Nesterov momentum 0.9, one cycle peaking at lr 0.05 (momentum not cycled),
+     weight decay 5e-4, batch 128 (last partial batch dropped), F epochs of cross-entropy.
+     ``--tp-schedule step`` uses Torch-Pruning's ``reproduce/main.py`` instead: plain momentum,
+     lr 0.01 (``--tp-lr``) x0.1 at 60% and 80% of the steps;
   b. the same student and recipe with Hinton KD: ``0.5 * CE + 0.5 * 4^2 * KL(t/4 || s/4)``;
   d. ``prunetune search`` (N trials of a few epochs on a training subset, MACs budget, the
      teacher as ``--teacher-checkpoint``, ``--final-epochs 0``), then ``prunetune compress
      --plan BEST`` with the best trial's scorer, distiller and options and otherwise
-     prunetune's defaults, for F epochs on the full training split: F-1 distillation epochs and
-     compress's one fine-tuning epoch (with F=4, compress's defaults exactly). At most
+     prunetune's defaults, for F distillation epochs on the full training split (compress's
+     default fine-tuning is none: its one-cycle KD recipe was better without). At most
      ``--threads`` trials at once; ``--search-args`` adds SearchSpec fields (those compress
      shares, like ``lr`` or ``nesterov``, go to compress too, as a user would pass them);
   c. b given F+E epochs, E the epochs b could have run in d's search time (equal compute),
@@ -84,9 +85,14 @@ CONTROLLED = ("model", "model_options", "dataset", "dataset_options", "teacher_c
 
 @dataclasses.dataclass(frozen=True)
 class TPRecipe:
-    """Torch-Pruning's fine-tuning recipe (``reproduce/main.py``), and the KD baseline's loss."""
+    """The baselines' fine-tuning recipe, and the KD baseline's loss.
 
-    lr: float = 0.01
+    ``onecycle``: SGD, Nesterov, one cycle, as the issue names Torch-Pruning's documented
+    fine-tuning; ``step``: ``reproduce/main.py``'s multi-step decay (its lr is 0.01).
+    """
+
+    schedule: str = "onecycle"
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
@@ -211,15 +217,20 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, alpha
 
 def tp_train(student: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TPRecipe, steps: int, seed: int,
              teacher_logits: torch.Tensor | None = None) -> None:
-    """Torch-Pruning's recipe for ``steps`` steps: cross-entropy, or KD with ``teacher_logits``."""
+    """The baselines' recipe for ``steps`` steps: cross-entropy, or KD with ``teacher_logits``."""
     per_epoch = len(x) // recipe.batch_size
     if per_epoch == 0:
         raise ValueError(f"{len(x)} training images are fewer than one batch of {recipe.batch_size}")
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
+    onecycle = recipe.schedule == "onecycle"
     opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(m * steps) for m in recipe.milestones], recipe.gamma)
+                          weight_decay=recipe.weight_decay, nesterov=onecycle)
+    if onecycle:
+        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(steps, 1),
+                                                         cycle_momentum=False)
+    else:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(m * steps) for m in recipe.milestones], recipe.gamma)
     student.train()
     done = 0
     while done < steps:
@@ -353,7 +364,7 @@ def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, n
         teacher_checkpoint=str(teacher.path), plan=StudentPlan.from_dict(json.loads(row["plan"])),
         scorer=row["scorer"], distiller=row["distiller"],
         distiller_options={k: params[k] for k in ("T", "alpha") if k in params},
-        epochs=max(1, args.epochs - 1), finetune_epochs=1 if args.epochs > 1 else 0, seed=seed, device="cpu",
+        epochs=args.epochs, seed=seed, device="cpu",
         out=str(args.out / "students" / f"{name}.pt"), progress=False, **shared,
     )
     return run_compress(spec, echo=lambda _: None).model
@@ -566,7 +577,10 @@ def main() -> None:
     parser.add_argument("--methods", default="abcd")
     parser.add_argument("--epochs", type=int, default=4, help="F: training epochs of every final student")
     parser.add_argument("--teacher-epochs", type=int, default=12)
-    parser.add_argument("--tp-lr", type=float, default=TPRecipe.lr, help="Torch-Pruning's fine-tuning learning rate")
+    parser.add_argument("--tp-schedule", choices=("onecycle", "step"), default=TPRecipe.schedule,
+                        help="a/b/c's fine-tuning: SGD Nesterov one cycle, or reproduce/main.py's step decay")
+    parser.add_argument("--tp-lr", type=float, default=None,
+                        help="a/b/c's (peak) learning rate (default: 0.05 one cycle, 0.01 step)")
     parser.add_argument("--trials", type=int, default=12, help="N: search trials")
     parser.add_argument("--trial-epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=15000, help="training images the search reads")
@@ -601,7 +615,8 @@ def main() -> None:
     except UsageError as exc:
         parser.error(f"{exc} (pass --data IDX_FOLDER)")
     teachers = load_teachers(registry, data, args)
-    bench = Bench(args, registry, dataclasses.replace(TPRecipe(), lr=args.tp_lr), search_args)
+    lr = args.tp_lr or (TPRecipe.lr if args.tp_schedule == "onecycle" else 0.01)
+    bench = Bench(args, registry, TPRecipe(schedule=args.tp_schedule, lr=lr), search_args)
     skip = ("out", "seeds", "budgets", "methods", "teachers", "search_args")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
     settings |= {"search_args": search_args, "tp_recipe": dataclasses.asdict(bench.recipe),

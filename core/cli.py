@@ -12,6 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+# Light (no torch): the defaults of the shared options come from it, so --help shows them.
+from prunetune.jobspec import SCHEDULES, JobSpec
+
 __all__ = ["main"]
 
 
@@ -64,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Teacher (checkpoint, cache, or trained once) -> kernel changes -> pruning "
         "-> distillation -> fine-tuning -> measurement on the test split.",
     )
-    _add_job_arguments(c, "peak SGD learning rate of distillation; fine-tuning uses a tenth (default: 0.02)")
+    _add_job_arguments(c, f"peak SGD learning rate of distillation; fine-tuning uses a tenth (default: {JobSpec.lr})")
     c.add_argument("--ratio", type=float, default=None,
                    help="pruning ratio of every group, in [0, 1) (default: the plan file's, else 0.5)")
     c.add_argument("--layer-ratio", type=_kv, action="append", default=[], metavar="LAYER=RATIO",
@@ -77,7 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-ratio", type=float, default=None, help="global ranking: no group loses more than this share (default: 0.9)")
     c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
     c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
-    c.add_argument("--finetune-epochs", type=int, default=1, help="cross-entropy fine-tuning epochs after distillation (default: 1)")
+    # CompressSpec's default; compress imports torch, which --help must not.
+    c.add_argument("--finetune-epochs", type=int, default=0, help="cross-entropy fine-tuning epochs after distillation (default: 0)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     c.add_argument("--out", default="student.pt", help="where to write the student (default: student.pt)")
     _add_component_options(c, ("model", "dataset", "scorer", "pruner", "distiller"))
@@ -104,10 +108,9 @@ def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     p.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
     p.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
     p.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
-    p.add_argument("--batch-size", type=int, default=64, help="of every training stage (default: 64)")
-    p.add_argument("--lr", type=float, default=0.02, help=lr_help)
-    # Defaults from JobSpec, so changing one there changes the CLI and its help.
-    from prunetune.jobspec import SCHEDULES, JobSpec
+    p.add_argument("--batch-size", type=int, default=JobSpec.batch_size,
+                   help=f"of every training stage, the teacher's too (default: {JobSpec.batch_size})")
+    p.add_argument("--lr", type=float, default=JobSpec.lr, help=lr_help)
 
     p.add_argument("--schedule", choices=SCHEDULES, default=JobSpec.schedule,
                    help=f"learning-rate schedule of the students' training stages; onecycle warms up to --lr, "
@@ -128,7 +131,7 @@ def _add_search_parser(sub: Any) -> None:
         "measured once on the test split and saved as best_student.pt in the run folder.",
     )
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted search in RUN_DIR (other options are taken from it)")
-    _add_job_arguments(s, "peak SGD learning rate of every trial's and the kept student's distillation (default: 0.02)")
+    _add_job_arguments(s, f"peak SGD learning rate of every trial's and the kept student's distillation (default: {JobSpec.lr})")
     s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
     s.add_argument("--strategy", default="optuna", help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
                    "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")

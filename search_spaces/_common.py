@@ -41,7 +41,7 @@ T_RANGE = (1.0, 8.0)
 ALPHA_RANGE = (0.1, 1.0)
 # The standard recipe's soft-target settings (the hinton distiller's defaults), for baselines.
 BASELINE_T = 4.0
-BASELINE_ALPHA = 0.9
+BASELINE_ALPHA = 0.5
 # Grid values are rounded to this many decimals, so 7 * 0.05 reads 0.35 and not 0.35000000000000003.
 _DECIMALS = 10
 

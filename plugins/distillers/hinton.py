@@ -32,7 +32,7 @@ class HintonDistiller(Distiller):
         """
 
         T: float = 4.0
-        alpha: float = 0.9
+        alpha: float = 0.5
 
         def __post_init__(self) -> None:
             check_kd_weights(self.alpha, self.T)

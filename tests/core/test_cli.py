@@ -134,17 +134,22 @@ def test_the_recipe_options_default_to_the_specs(command: str, capsys: pytest.Ca
     from prunetune.jobspec import JobSpec
 
     args = _build_parser().parse_args([command])
-    assert (args.schedule, args.nesterov) == (JobSpec.schedule, JobSpec.nesterov)
-    args = _build_parser().parse_args([command, "--schedule", "onecycle", "--nesterov"])
-    assert (args.schedule, args.nesterov) == ("onecycle", True)
-    assert _build_parser().parse_args([command, "--no-nesterov"]).nesterov is False
+    assert (args.schedule, args.nesterov, args.lr, args.batch_size) == (
+        JobSpec.schedule, JobSpec.nesterov, JobSpec.lr, JobSpec.batch_size)
+    if command == "compress":
+        from prunetune.compress import CompressSpec
+
+        assert args.finetune_epochs == CompressSpec.finetune_epochs
+    args = _build_parser().parse_args([command, "--schedule", "cosine", "--no-nesterov"])
+    assert (args.schedule, args.nesterov) == ("cosine", False)
+    assert _build_parser().parse_args([command, "--nesterov"]).nesterov is True
     with pytest.raises(SystemExit):
         main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {JobSpec.schedule})" in help_text and "--no-nesterov" in help_text
 
 
-def test_compress_trains_with_one_cycle_and_nesterov(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_compress_trains_with_the_schedule_and_momentum_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from prunetune import compress
 
@@ -155,9 +160,9 @@ def test_compress_trains_with_one_cycle_and_nesterov(tmp_path: Path, capsys: pyt
             return real(*args, **kwargs)
 
         monkeypatch.setattr(compress, name, spy)
-    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "s.pt"), *TINY, "--schedule", "onecycle", "--nesterov")
+    code, _, err = _run(capsys, "compress", "--out", str(tmp_path / "s.pt"), *TINY, "--schedule", "cosine", "--no-nesterov")
     assert code == 0, err
-    assert [(r.schedule, r.nesterov) for r in recipes] == [("onecycle", True)] * 2  # distillation, fine-tuning
+    assert [(r.schedule, r.nesterov) for r in recipes] == [("cosine", False)] * 2  # distillation, fine-tuning
     assert (tmp_path / "s.pt").is_file()
 
 

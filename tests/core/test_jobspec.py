@@ -53,9 +53,9 @@ def test_a_search_spec_survives_its_json_file():
     assert SearchSpec.from_json(spec.to_json()) == spec
 
 
-def test_the_students_recipe_defaults_are_todays():
+def test_the_students_recipe_defaults_are_the_one_cycle_nesterov_recipe():
     spec = JobSpec()
-    assert (spec.schedule, spec.nesterov) == ("cosine", False)
+    assert (spec.schedule, spec.nesterov, spec.lr, spec.batch_size) == ("onecycle", True, 0.05, 128)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

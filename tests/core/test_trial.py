@@ -134,11 +134,11 @@ def test_an_infeasible_trial_reports_its_time_as_overhead(prepared: SearchRun, r
 
 def test_a_trial_trains_with_the_runs_schedule_and_nesterov(tmp_path: Path, reports: list[dict[str, Any]],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), schedule="onecycle",
-                      nesterov=True, **TINY)  # type: ignore[arg-type]
+    spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), schedule="cosine",
+                      nesterov=False, **TINY)  # type: ignore[arg-type]
     run = prepare_search(spec, echo=lambda _: None)
     inputs = run.inputs
-    assert (inputs.schedule, inputs.nesterov) == ("onecycle", True)
+    assert (inputs.schedule, inputs.nesterov) == ("cosine", False)  # not the defaults
     recipes: list[TrainRecipe] = []
     real = trial_module.distill
 
@@ -150,7 +150,7 @@ def test_a_trial_trains_with_the_runs_schedule_and_nesterov(tmp_path: Path, repo
     monkeypatch.setattr(trial_module, "_STATE", None)
     run_trial(dict(run.baseline or {}), inputs)
     [recipe] = recipes
-    assert (recipe.schedule, recipe.nesterov, recipe.lr) == ("onecycle", True, spec.lr)
+    assert (recipe.schedule, recipe.nesterov, recipe.lr) == ("cosine", False, spec.lr)
     assert [r["epoch"] for r in reports] == [1, 2] and "error" not in reports[-1]
     assert reports[-1]["val_accuracy"] > 0
 

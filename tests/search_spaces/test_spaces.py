@@ -133,7 +133,7 @@ def test_baseline_is_the_uniform_plan_with_the_teacher_kernels(name, teacher, ex
     assert set(ratios.values()) == {0.3}  # down: the trial's budget repair raises it to the exact ratio
     assert not candidate.plan.kernels or dict(candidate.plan.kernels) == dict(structure.kernels)
     assert (candidate.scorer, candidate.distiller) == ("l1", "hinton")
-    assert dict(candidate.distiller_options) == {"T": 4.0, "alpha": 0.9}
+    assert dict(candidate.distiller_options) == {"T": 4.0, "alpha": 0.5}
 
 
 @pytest.mark.parametrize("name", ["per_layer", "ratio_only"])

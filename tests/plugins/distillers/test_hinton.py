@@ -28,7 +28,7 @@ def _make(**options: object) -> HintonDistiller:
 
 def test_defaults() -> None:
     config = HintonDistiller.Config()
-    assert (config.T, config.alpha) == (4.0, 0.9)
+    assert (config.T, config.alpha) == (4.0, 0.5)
 
 
 def test_alpha_zero_is_cross_entropy() -> None:
