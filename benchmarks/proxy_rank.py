@@ -5,8 +5,8 @@ give, as benchmarks/quality.py trains its own) and one MACs budget. ``--plans`` 
 of the ``per_layer`` space are repaired to the budget and scored by the proxy
 (:func:`prunetune.proxy.screen`: BatchNorm statistics recomputed on training batches, accuracy on
 the validation split, no training). Then each plan's student is built again from the teacher
-and distilled with ``hinton`` for ``--epochs`` on ``--train-images`` training images, as a trial
-would, and measured on the test split. Printed: Kendall's tau-b and Spearman's rho between the
+and distilled with ``hinton`` for ``--epochs`` on ``--train-images`` training images with the
+trials' recipe (one cycle, Nesterov), as a trial would, and measured on the test split. Printed: Kendall's tau-b and Spearman's rho between the
 proxy and the test accuracy, and between MACs and the test accuracy for reference, and the
 time one proxy score costs against one distillation.
 
@@ -33,6 +33,7 @@ import torch
 
 from prunetune.errors import UsageError
 from prunetune.host import Host
+from prunetune.jobspec import JobSpec
 from prunetune.measure import count_macs_params
 from prunetune.models import resolve_model
 from prunetune.proxy import ProxyData, Screened, screen
@@ -127,7 +128,8 @@ def trained_accuracy(registry: Any, teacher: torch.nn.Module, data: Any, result:
                                registry.create("scorer", args.scorer), data.train_x[:1], proxy_data.calibration,
                                seed=args.seed)
     n = args.train_images or len(data.train_x)
-    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         schedule=JobSpec.schedule, nesterov=JobSpec.nesterov)
     distill(student, teacher, registry.create("distiller", "hinton"), data.train_x[:n], data.train_y[:n], recipe, CPU,
             teacher_logits=logits[:n], progress=False)
     accuracy, _ = evaluate(student, data.test_x, data.test_y, CPU)
@@ -174,8 +176,8 @@ def main() -> None:
     parser.add_argument("--pruner", default="channel")
     parser.add_argument("--epochs", type=int, default=2, help="F: hinton distillation epochs of every plan")
     parser.add_argument("--train-images", type=int, default=None, help="training images distilled on (default: all)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--batch-size", type=int, default=JobSpec.batch_size)
+    parser.add_argument("--lr", type=float, default=JobSpec.lr, help="peak; the schedule and momentum are the trials' own")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy_rank" / "proxy_rank.json")
     args = parser.parse_args()

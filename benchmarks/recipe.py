@@ -56,14 +56,17 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def student(registry: Any, teacher: torch.nn.Module, data: Any, budget: float, seed: int) -> torch.nn.Module:
+def student(registry: Any, teacher: torch.nn.Module, data: Any, budget: float, seed: int, scorer: str = "l1",
+            options: dict[str, Any] | None = None) -> torch.nn.Module:
+    """prunetune's uniform plan at ``budget`` of the MACs (the smallest single ratio that fits),
+    built as a trial builds it with ``scorer`` and the ``channel`` pruner."""
     example = data.train_x[:1]
     macs = count_macs_params(teacher, data.input_shape)[0]
     fix = repair(teacher, StudentPlan(ratio=0.0), int(budget * macs), example, max_ratio=0.9)
     plan = StudentPlan(ratio=max(fix.plan.ratios.values(), default=fix.plan.ratio))
     calibration = [(data.train_x[i : i + 64], data.train_y[i : i + 64]) for i in range(0, 256, 64)]
-    built, _ = build_student(teacher, plan, registry.create("pruner", "channel"), registry.create("scorer", "l1"),
-                             example, calibration, seed=seed)
+    built, _ = build_student(teacher, plan, registry.create("pruner", "channel"),
+                             registry.create("scorer", scorer, options or {}), example, calibration, seed=seed)
     return built
 
 

@@ -21,7 +21,7 @@ from prunetune.checkpoint import rebuild_student, save_student
 from prunetune.devices import describe_device
 from prunetune.errors import TrainingDiverged
 from prunetune.latency import isolated_latency
-from prunetune.leaderboard import Leaderboard, pareto_front
+from prunetune.leaderboard import Leaderboard, pareto_front, rank_at_equal_epochs
 from prunetune.measure import Measurement, measure
 from prunetune.plan import StudentPlan
 from prunetune.plot import pareto_png
@@ -39,43 +39,21 @@ __all__ = ["UNIFORM_TOLERANCE", "choose_trials", "finish_run", "not_slower_than_
 UNIFORM_TOLERANCE = 0.03
 
 
-def _accuracies(row: Mapping[str, Any]) -> dict[int, float]:
-    """A trial row's validation accuracy by epoch: its ``val_history``, else its last epoch's."""
-    if row.get("val_history"):
-        return {epoch: acc for epoch, acc in enumerate(json.loads(row["val_history"]), 1) if acc is not None}
-    if row.get("val_accuracy") is not None:  # a row from before val_history
-        return {int(row.get("epochs") or 0): row["val_accuracy"]}
-    return {}
-
-
 def choose_trials(rows: list[dict[str, Any]], multi_objective: bool) -> list[dict[str, Any]]:
     """The trials to finish: the best by validation accuracy, or the whole Pareto front.
 
-    Trials are compared at equal epochs, so that one a scheduler let train longer does not win
-    by its extra epochs alone. Among the ``ok`` and ``stopped`` trials with accuracies, the
-    epoch of comparison is the highest epoch at which at least two of them have an accuracy (or
-    the highest any has, when none share one); only the trials with an accuracy at that epoch
-    are ranked, by it (ties: the fewer MACs, then the earlier row). With several objectives,
-    the Pareto front (that accuracy against MACs) among the same trials follows the best. A row
-    without ``val_history`` (written before it was recorded) has an accuracy only at its last
-    epoch. When every trial trained all its epochs (FIFO), this is the best by
-    ``val_accuracy``.
+    Trials are compared at equal epochs (:func:`prunetune.leaderboard.rank_at_equal_epochs`),
+    so that one a scheduler let train longer does not win by its extra epochs alone. With
+    several objectives, the Pareto front (that accuracy against MACs) among the same trials
+    follows the best.
 
     Returns:
         The rows, the best first; [] when no trial has an accuracy.
     """
-    candidates = [(r, acc) for r in rows if r["kind"] == "trial" and r["status"] in ("ok", "stopped")
-                  if (acc := _accuracies(r))]
-    if not candidates:
+    _, ranked = rank_at_equal_epochs(rows)
+    if not ranked:
         return []
-    reached: dict[int, int] = {}
-    for _, acc in candidates:
-        for epoch in acc:
-            reached[epoch] = reached.get(epoch, 0) + 1
-    shared = [epoch for epoch, n in reached.items() if n >= 2]
-    epoch = max(shared or reached)
-    ranked = [(r, acc[epoch]) for r, acc in candidates if epoch in acc]
-    best, _ = max(ranked, key=lambda item: (item[1], -(item[0]["macs"] or 0)))
+    best = ranked[0][0]
     if not multi_objective:
         return [best]
     points = [{"index": i, "accuracy": a, "macs": r["macs"]} for i, (r, a) in enumerate(ranked)]

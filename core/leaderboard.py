@@ -29,7 +29,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +48,7 @@ __all__ = [
     "Leaderboard",
     "RunSummary",
     "compare_runs",
+    "rank_at_equal_epochs",
     "format_rows",
     "pareto_front",
     "require_run",
@@ -574,8 +575,10 @@ class RunSummary:
         model: The run's teacher model (None when its rows disagree or lack one).
         dataset: The run's dataset (likewise).
         trials: Trial rows by status (ok, error, stopped, infeasible).
-        best_val_accuracy: The best validation accuracy of an ok trial, %.
+        best_val_accuracy: The best validation accuracy, %, of the ok and stopped trials
+            compared at equal epochs (:func:`rank_at_equal_epochs`).
         best_trial_id: The trial that reached it.
+        best_epoch: The epoch at which the trials were compared.
         final_test_accuracy: The final student's test accuracy, % (the latest final row).
         final_macs_fraction: The final student's MACs / the teacher's.
         final_latency_b1_ms: The final student's latency at batch 1.
@@ -589,6 +592,7 @@ class RunSummary:
     trials: Mapping[str, int]
     best_val_accuracy: float | None
     best_trial_id: str | None
+    best_epoch: int | None
     final_test_accuracy: float | None
     final_macs_fraction: float | None
     final_latency_b1_ms: float | None
@@ -599,6 +603,46 @@ class RunSummary:
 def _only(rows: Sequence[Mapping[str, Any]], name: str) -> str | None:
     values = {r.get(name) for r in rows}
     return values.pop() if len(values) == 1 else None
+
+
+_Row = TypeVar("_Row", bound=Mapping[str, Any])
+
+
+def epoch_accuracies(row: Mapping[str, Any]) -> dict[int, float]:
+    """A trial row's validation accuracy by epoch: its ``val_history``, else its last epoch's."""
+    if row.get("val_history"):
+        return {epoch: acc for epoch, acc in enumerate(json.loads(row["val_history"]), 1) if acc is not None}
+    if row.get("val_accuracy") is not None:  # a row from before val_history
+        return {int(row.get("epochs") or 0): row["val_accuracy"]}
+    return {}
+
+
+def rank_at_equal_epochs(rows: Iterable[_Row]) -> tuple[int | None, list[tuple[_Row, float]]]:
+    """The ``ok`` and ``stopped`` trial rows ranked by validation accuracy at one shared epoch.
+
+    A scheduler that stops trials early (ASHA) lets some train longer, and a trial should not
+    win by its extra epochs alone. The epoch of comparison is the highest at which at least two
+    trials have an accuracy (or the highest any has, when none share one); only the trials with
+    an accuracy there are ranked, best first (ties: the fewer MACs, then the earlier row). A row
+    without ``val_history`` (written before it was recorded) has an accuracy only at its last
+    epoch. When every trial trained all its epochs (FIFO), this is the order of ``val_accuracy``.
+
+    Returns:
+        ``(epoch, [(row, accuracy at epoch), ...])``; ``(None, [])`` when no trial has an accuracy.
+    """
+    candidates = [(r, acc) for r in rows if r["kind"] == "trial" and r["status"] in ("ok", "stopped")
+                  if (acc := epoch_accuracies(r))]
+    if not candidates:
+        return None, []
+    reached: dict[int, int] = {}
+    for _, acc in candidates:
+        for epoch in acc:
+            reached[epoch] = reached.get(epoch, 0) + 1
+    shared = [epoch for epoch, n in reached.items() if n >= 2]
+    epoch = max(shared or reached)
+    ranked = [(i, r, acc[epoch]) for i, (r, acc) in enumerate(candidates) if epoch in acc]
+    ranked.sort(key=lambda item: (-item[2], item[1]["macs"] or 0, item[0]))
+    return epoch, [(r, a) for _, r, a in ranked]
 
 
 def summarize_run(rows: Sequence[Mapping[str, Any]]) -> RunSummary:
@@ -612,7 +656,8 @@ def summarize_run(rows: Sequence[Mapping[str, Any]]) -> RunSummary:
         raise ValueError(f"summarize_run takes the rows of one run, got runs {sorted(run_ids)}")
     trials = [r for r in rows if r["kind"] == "trial"]
     ok = [r for r in trials if r["status"] == "ok" and _number(r, "val_accuracy") is not None]
-    best = max(ok, key=lambda r: r["val_accuracy"], default=None)
+    epoch, ranked = rank_at_equal_epochs(rows)
+    best = ranked[0] if ranked else None
     finals = sorted((r for r in rows if r["kind"] == "final" and r["status"] == "ok"), key=lambda r: r["time"])
     final = finals[-1] if finals else {}
     return RunSummary(
@@ -620,8 +665,9 @@ def summarize_run(rows: Sequence[Mapping[str, Any]]) -> RunSummary:
         model=_only(rows, "model"),
         dataset=_only(rows, "dataset"),
         trials={s: sum(r["status"] == s for r in trials) for s in STATUSES},
-        best_val_accuracy=best["val_accuracy"] if best else None,
-        best_trial_id=best["trial_id"] if best else None,
+        best_val_accuracy=best[1] if best else None,
+        best_trial_id=best[0]["trial_id"] if best else None,
+        best_epoch=epoch,
         final_test_accuracy=_number(final, "test_accuracy"),
         final_macs_fraction=_number(final, "macs_fraction"),
         final_latency_b1_ms=_number(final, "latency_b1_ms"),
@@ -655,7 +701,7 @@ def compare_runs(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[s
         ("model / dataset", f"{a.model or '-'} / {a.dataset or '-'}", f"{b.model or '-'} / {b.dataset or '-'}", ""),
         ("trials ok / error / stopped / infeasible", " / ".join(str(a.trials[s]) for s in STATUSES),
          " / ".join(str(b.trials[s]) for s in STATUSES), _diff(a.trials["ok"], b.trials["ok"], "+d") + " ok"),
-        ("best val accuracy (%)", best(a), best(b),
+        (f"best val accuracy (%) at epoch {a.best_epoch or '-'} / {b.best_epoch or '-'}", best(a), best(b),
          _diff(a.best_val_accuracy, b.best_val_accuracy, "+.2f") + " pts"),
         ("final test accuracy (%)", _opt(a.final_test_accuracy, ".2f"), _opt(b.final_test_accuracy, ".2f"),
          _diff(a.final_test_accuracy, b.final_test_accuracy, "+.2f") + " pts"),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunetune.budget import MacsCounter, repair
+from prunetune.budget import CostLimit, MacsCounter, repair
 from prunetune.plan import StudentPlan
 from prunetune.pruning import Pruner
 from prunetune.scoring import Scorer
@@ -177,6 +177,7 @@ def screen(
     round_to: int | None = None,
     scorer_named: Callable[[str], Scorer] | None = None,
     device: torch.device = _CPU,
+    limits: Sequence[CostLimit] = (),
 ) -> list[Screened]:
     """Sample ``count`` candidates of ``space`` at random, score each with the proxy, best first.
 
@@ -201,6 +202,8 @@ def screen(
         scorer_named: Makes the scorer a candidate chooses (a space that searches scorers);
             None: every candidate uses ``scorer``.
         device: Where students are recalibrated and measured.
+        limits: Further budgets (a latency cap) the repair meets, as a trial's does; only
+            with ``budget_macs``.
 
     Raises:
         UsageError: a sampled plan names a layer that is not in the teacher.
@@ -215,7 +218,7 @@ def screen(
         if budget_macs is None:
             plan, macs = candidate.plan, counter.macs(candidate.plan)
         else:
-            fix = repair(base, candidate.plan, budget_macs, example, max_ratio, counter=counter)
+            fix = repair(base, candidate.plan, budget_macs, example, max_ratio, counter=counter, limits=limits)
             if not fix.feasible:
                 continue
             plan, macs = fix.plan, fix.macs

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from prunetune.budget import MacsCounter, repair
+from prunetune.budget import CostLimit, MacsCounter, repair
 from prunetune.compress import build_teacher_model, check_plan
 from prunetune.data import DataSplits
 from prunetune.devices import select_device
@@ -44,7 +44,7 @@ from prunetune.sensitivity import group_sensitivity, sensitivity_plan
 from prunetune.spaces import Candidate, ModelStructure, SearchSpace
 from prunetune.teacher import obtain_teacher
 from prunetune.train import TrainRecipe, evaluate, teacher_logits_for
-from prunetune.trial import ComponentChoice, TrialInputs
+from prunetune.trial import LATENCY_METRIC, ComponentChoice, TrialInputs
 
 __all__ = ["LOOPBACK_ENV", "OBJECTIVES", "SearchSpec", "SearchRun", "loopback_ray", "prepare_search", "run_search"]
 
@@ -174,6 +174,12 @@ class SearchSpec(JobSpec):
             raise UsageError(f"{source} has unknown settings {', '.join(unknown)}")
         # A run from before --max-latency ran without a latency cap: it resumes and reruns so.
         data.setdefault("max_latency", "none")
+        if "schedule" not in data:
+            # A run from before the one-cycle recipe resumes and reruns with the recipe it began
+            # with: cosine, no Nesterov, and hinton's alpha then (0.9) unless the run set one.
+            data |= {"schedule": "cosine", "nesterov": False}
+            if data.get("distiller", cls.distiller) == "hinton" and isinstance(data.get("distiller_options", {}), dict):
+                data["distiller_options"] = {"alpha": 0.9, **data.get("distiller_options", {})}
         if "objectives" in data:
             if not isinstance(data["objectives"], list) or not all(isinstance(o, str) for o in data["objectives"]):
                 raise UsageError(f"{source}: objectives must be a list of names")
@@ -370,7 +376,8 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     if cap == "uniform" and table is not None and uniform_plan is not None:
         budget_ms = table.predict(uniform_plan)  # searched students are never slower than it
     baseline = space.baseline(structure, uniform) if for_search else None
-    seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform) if for_search else ()
+    seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform,
+                                 (table, budget_ms)) if for_search else ()
     inputs = TrialInputs(
         model_meta=meta, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,
@@ -384,7 +391,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     )
     # Not when resuming: a restored searcher has had its first points already.
     screened = (_screened(registry, spec, space, structure, teacher, data, budget, inputs.calibration_batches,
-                          device, echo) if for_search and not resuming and spec.screen > 0 else ())
+                          device, echo, (table, budget_ms)) if for_search and not resuming and spec.screen > 0 else ())
     return SearchRun(spec, run_id, run_dir, host, data, teacher.cpu(), source, teacher_macs, teacher_val,
                      structure, inputs, baseline, versions, seeded, screened, uniform_plan)
 
@@ -421,12 +428,21 @@ def _uniform_ratio(teacher: torch.nn.Module, budget: int | None, example: torch.
 SENSITIVITY_POWERS = (0.5, 1.0, 0.25)
 
 
+def _latency_limits(latency: tuple[LatencyTable | None, float | None], counter: MacsCounter) -> list[CostLimit]:
+    """The latency budget as the trials' repair meets it (none without a table and budget)."""
+    table, budget_ms = latency
+    if table is None or budget_ms is None:
+        return []
+    return [CostLimit(LATENCY_METRIC, table.bind(counter).predict, budget_ms)]
+
+
 def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
                         teacher: torch.nn.Module, data: DataSplits, budget: int | None,
-                        uniform: float) -> tuple[dict[str, Any], ...]:
-    """Plans that cut the groups least hurt by pruning hardest, within the budget, at each of
-    :data:`SENSITIVITY_POWERS`, in the space's terms; none without a budget or where the space
-    has no per-group ratios."""
+                        uniform: float, latency: tuple[LatencyTable | None, float | None] = (None, None),
+                        ) -> tuple[dict[str, Any], ...]:
+    """Plans that cut the groups least hurt by pruning hardest, within the budget (and the
+    latency budget, by ``latency``'s table), at each of :data:`SENSITIVITY_POWERS`, in the
+    space's terms; none without a budget or where the space has no per-group ratios."""
     if budget is None or space.with_ratios(structure, {}) is None:
         return ()
     # Training images: validation ranks the trials and stays unseen until then.
@@ -440,7 +456,8 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace
     def on_grid(ratios: dict[str, float]) -> dict[str, float]:
         return dict(Candidate.from_params(space.with_ratios(structure, ratios) or {}).plan.ratios)
 
-    plans = [sensitivity_plan(teacher, sensitivity, budget, x[:1], spec.max_ratio, power, counter, on_grid)
+    limits = _latency_limits(latency, counter)
+    plans = [sensitivity_plan(teacher, sensitivity, budget, x[:1], spec.max_ratio, power, counter, on_grid, limits)
              for power in SENSITIVITY_POWERS]
     points = (space.with_ratios(structure, plan.ratios) for plan in plans if plan is not None)
     return tuple(point for point in points if point)
@@ -448,9 +465,11 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace
 
 def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
               teacher: torch.nn.Module, data: DataSplits, budget: int | None, scorer_batches: int,
-              device: torch.device, echo: Callable[[str], None]) -> tuple[Screened, ...]:
-    """``spec.screen`` random plans of the space under the budget, ranked by the adaptive-BN proxy
-    (see :mod:`prunetune.proxy`); none without a budget, where the least pruned plan would win."""
+              device: torch.device, echo: Callable[[str], None],
+              latency: tuple[LatencyTable | None, float | None] = (None, None)) -> tuple[Screened, ...]:
+    """``spec.screen`` random plans of the space under the budget (and the latency budget, by
+    ``latency``'s table), ranked by the adaptive-BN proxy (see :mod:`prunetune.proxy`); none
+    without a budget, where the least pruned plan would win."""
     if budget is None:
         echo(f"screen: skipped, --screen {spec.screen} needs a --max-macs budget")
         return ()
@@ -464,7 +483,7 @@ def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structur
         registry.create("pruner", spec.pruner, spec.pruner_options), proxy_data, spec.screen, spec.seed,
         budget_macs=budget, max_ratio=spec.max_ratio, round_to=spec.round_to,
         scorer_named=lambda name: registry.create("scorer", name, spec.scorer_options if name == spec.scorer else {}),
-        device=device,
+        device=device, limits=_latency_limits(latency, MacsCounter(teacher.cpu(), data.train_x[:1].cpu())),
     )
     best = f"best proxy {results[0].proxy_accuracy:.2f}%" if results else "none within the budget"
     within = f" ({len(results)} within the budget)" if len(results) < spec.screen else ""

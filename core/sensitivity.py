@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunetune.budget import MacsCounter
+from prunetune.budget import CostLimit, MacsCounter
 from prunetune.plan import StudentPlan
 from prunetune.pruning import Pruner
 from prunetune.scoring import Scorer
@@ -61,13 +61,16 @@ def sensitivity_plan(
     power: float = 0.5,
     counter: MacsCounter | None = None,
     on_grid: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
+    limits: Sequence[CostLimit] = (),
 ) -> StudentPlan | None:
     """Ratios ``min(c * w_g, max_ratio)`` with ``w_g = (mean sensitivity / sensitivity_g) ** power``,
-    for the smallest ``c`` whose student fits ``budget_macs``; None when no ``c`` fits.
+    for the smallest ``c`` whose student fits ``budget_macs`` and every further limit (a
+    latency cap); None when no ``c`` fits.
 
     Less sensitive groups are cut harder; ``power`` sets how much harder (0: uniform).
     ``on_grid`` maps ratios to those a search space can express (rounding them down); the
-    budget is then met by the plan on the grid, which a trial need not repair.
+    budget is then met by the plan on the grid, which a trial need not repair. Meeting the
+    limits here keeps the plan's shape: a trial's repair would widen its narrowest groups.
     """
     clipped = {g: max(s, _FLOOR) for g, s in sensitivity.items()}
     mean = sum(clipped.values()) / len(clipped)
@@ -78,13 +81,16 @@ def sensitivity_plan(
         ratios = {g: min(scale * w, max_ratio) for g, w in weights.items()}
         return StudentPlan(ratios=dict(on_grid(ratios)) if on_grid else ratios)
 
+    def fits(candidate: StudentPlan) -> bool:
+        return counter.macs(candidate) <= budget_macs and all(lim.cost(candidate) <= lim.limit for lim in limits)
+
     high = max_ratio / min(weights.values())  # every group at max_ratio
-    if counter.macs(plan(high)) > budget_macs:
+    if not fits(plan(high)):
         return None
     low = 0.0
     for _ in range(_STEPS):
         mid = (low + high) / 2
-        if counter.macs(plan(mid)) <= budget_macs:
+        if fits(plan(mid)):
             high = mid
         else:
             low = mid

@@ -65,12 +65,23 @@ def test_every_schedule_a_spec_takes_makes_a_recipe(schedule):
 
 
 def test_a_search_spec_keeps_the_recipe_settings_in_its_json_file():
-    spec = SearchSpec(schedule="onecycle", nesterov=True)
+    spec = SearchSpec(schedule="cosine", nesterov=False)
     assert SearchSpec.from_json(spec.to_json()) == spec
+    assert SearchSpec.from_json(SearchSpec().to_json()) == SearchSpec()
 
 
-def test_a_search_json_from_before_the_recipe_settings_still_loads():
-    data = json.loads(SearchSpec(lr=0.05).to_json())
+def test_a_search_json_from_before_the_recipe_settings_resumes_with_its_old_recipe():
+    data = json.loads(SearchSpec(lr=0.02, batch_size=64).to_json())
     del data["schedule"], data["nesterov"]
     spec = SearchSpec.from_json(json.dumps(data))
-    assert (spec.schedule, spec.nesterov, spec.lr) == (JobSpec.schedule, JobSpec.nesterov, 0.05)
+    assert (spec.schedule, spec.nesterov, spec.lr, spec.batch_size) == ("cosine", False, 0.02, 64)
+    assert dict(spec.distiller_options) == {"alpha": 0.9}  # hinton's default then
+
+
+def test_an_old_search_json_keeps_the_distiller_options_it_set():
+    data = json.loads(SearchSpec(distiller_options={"alpha": 0.3, "T": 2.0}).to_json())
+    del data["schedule"], data["nesterov"]
+    assert dict(SearchSpec.from_json(json.dumps(data)).distiller_options) == {"alpha": 0.3, "T": 2.0}
+    data = json.loads(SearchSpec(distiller="attention").to_json())
+    del data["schedule"], data["nesterov"]
+    assert dict(SearchSpec.from_json(json.dumps(data)).distiller_options) == {}

@@ -25,6 +25,7 @@ from prunetune.leaderboard import (
     TABLE_COLUMNS,
     Leaderboard,
     compare_runs,
+    rank_at_equal_epochs,
     format_rows,
     pareto_front,
     require_run,
@@ -300,6 +301,29 @@ def test_compare_runs_mentions_both_runs_and_the_difference() -> None:
     assert "83.50" in text and "85.00" in text and "+1.50 pts" in text
     assert "30.0" in text and "25.0" in text and "-5.0 pts" in text
     assert "2 / 1 / 1" in text
+
+
+def _asha_run(run: str) -> list[dict[str, Any]]:
+    """ASHA at 2 epochs: the first trial passed the empty rung, the others stopped at epoch 1."""
+    history = {"t0": [70.0, 80.0], "t1": [78.0], "t2": [60.0]}
+    return [row(t, run, i, val_history=json.dumps(h), val_accuracy=h[-1], epochs=len(h),
+                status="ok" if len(h) == 2 else "stopped") for i, (t, h) in enumerate(history.items())]
+
+
+def test_a_run_s_best_trial_is_the_best_at_equal_epochs() -> None:
+    s = summarize_run(_asha_run("r1"))
+    assert (s.best_trial_id, s.best_val_accuracy, s.best_epoch) == ("t1", 78.0, 1)  # not t0's 80 at epoch 2
+    text = compare_runs(_asha_run("a"), _asha_run("b"))
+    assert "at epoch 1 / 1" in text and "78.00 (t1)" in text
+
+
+def test_rank_at_equal_epochs_orders_ties_by_macs_then_row() -> None:
+    rows = [row("big", macs=3, val_accuracy=90.0), row("first", macs=1, val_accuracy=90.0),
+            row("second", macs=1, val_accuracy=90.0), row("low", macs=1, val_accuracy=50.0),
+            row("error", status="error", val_accuracy=99.0), row("final", kind="final", val_accuracy=99.0)]
+    epoch, ranked = rank_at_equal_epochs(rows)
+    assert [r["trial_id"] for r, _ in ranked] == ["first", "second", "big", "low"]
+    assert rank_at_equal_epochs([]) == (None, [])
 
 
 def test_compare_runs_without_a_final_student() -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prunetune import search
-from prunetune.budget import MacsCounter, repair
+from prunetune.budget import CostLimit, MacsCounter, repair
 from prunetune.data import DataSplits
 from prunetune.host import Host
 from prunetune.measure import count_macs_params
@@ -113,6 +113,22 @@ def test_the_screen_returns_in_budget_plans_best_first_and_the_same_for_a_seed(t
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # teacher untouched
 
 
+def test_the_screen_repairs_plans_to_a_further_limit_as_trials_do(teacher, data, proxy_data) -> None:
+    registry = Host.create().registry
+    example = data.train_x[:1]
+    structure = ModelStructure.of(teacher, example)
+    budget = int(0.6 * count_macs_params(teacher, data.input_shape)[0])
+    counter = MacsCounter(teacher, example)
+    # A cost that binds before the MACs budget: half of it, in MACs again.
+    limit = CostLimit("macs_again", lambda plan: float(counter.macs(plan)), budget / 2)
+    results = screen(teacher, registry.create("search_space", "ratio_only"), structure, registry.create("scorer", "l1"),
+                     registry.create("pruner", "channel"), proxy_data, 4, 0, budget_macs=budget, limits=[limit])
+    assert results
+    for r in results:
+        fix = repair(teacher, Candidate.from_params(r.params).plan, budget, example, counter=counter, limits=[limit])
+        assert fix.plan == r.plan and r.macs <= budget / 2
+
+
 def test_infeasible_candidates_are_skipped(teacher, data, proxy_data) -> None:
     registry = Host.create().registry
     structure = ModelStructure.of(teacher, data.train_x[:1])
@@ -126,8 +142,10 @@ TINY = dict(dataset_options={"limit": 300}, model_options={"width": 4}, teacher_
 
 
 def test_a_search_with_screen_tries_the_best_screened_plans_after_the_seeded_ones(tmp_path: Path) -> None:
+    # No latency cap: random plans grow kernels, and few of those are as fast as the uniform
+    # student (the screen's latency repair is tested above, on its own).
     spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), max_macs=0.3,
-                      num_samples=7, screen=6, **TINY)  # type: ignore[arg-type]
+                      max_latency="none", num_samples=7, screen=6, **TINY)  # type: ignore[arg-type]
     lines: list[str] = []
     run = prepare_search(spec, echo=lines.append)
     assert any(re.fullmatch(r"screened 6 plans( \(\d within the budget\))? in [\d.]+ s; best proxy [\d.]+%", line)

@@ -20,7 +20,7 @@ from prunetune.evaluate import evaluate_checkpoint
 from prunetune.host import Host
 from prunetune.leaderboard import Leaderboard
 from prunetune.plan import StudentPlan
-from prunetune.budget import repair, student_macs
+from prunetune.budget import MacsCounter, repair, student_macs
 from prunetune.search import SENSITIVITY_POWERS, SearchSpec, prepare_search, run_search
 from prunetune.spaces import Candidate
 
@@ -41,13 +41,19 @@ def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plans(tmp_pat
     assert run.first_points == [run.baseline, *run.seeded]
     plans = [Candidate.from_params(point).plan for point in run.seeded]
     example, budget = run.data.train_x[:1], run.inputs.budget_macs
+    counter = MacsCounter(run.teacher, example)
+    assert run.spec.latency_cap == "uniform" and run.inputs.budget_latency_ms is not None
     for plan in plans:
         assert len(set(plan.ratios.values())) > 1  # not the uniform plan again
         # The plan on the space's grid meets the budget itself: the trial's repair leaves it be.
         assert student_macs(run.teacher, plan, example) <= budget
         assert not repair(run.teacher, plan, budget, example, run.spec.max_ratio).repaired
-    # A higher power spreads the ratios further apart.
-    by_power = dict(zip(SENSITIVITY_POWERS, plans))
+        # And the latency cap (the uniform student's, by default) by the trials' table.
+        assert run.inputs.latency_table.bind(counter).predict(plan) <= run.inputs.budget_latency_ms
+    # A higher power spreads the ratios further apart. Without a latency cap: the cap comes from
+    # a table timed on this machine, and its plans clip at max_ratio where the timings say.
+    free = prepare_search(_spec(tmp_path, max_macs=0.3, max_latency="none", name="no-cap"), echo=lambda _: None)
+    by_power = dict(zip(SENSITIVITY_POWERS, (Candidate.from_params(point).plan for point in free.seeded)))
     spread = {p: max(plan.ratios.values()) - min(plan.ratios.values()) for p, plan in by_power.items()}
     assert spread[0.25] < spread[0.5] < spread[1.0]
     # The baseline, repaired as its trial repairs it, is the uniform plan exactly at the budget.

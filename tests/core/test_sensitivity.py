@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.budget import student_macs
+from prunetune.budget import CostLimit, student_macs
 from prunetune.host import Host
 from prunetune.measure import count_macs_params
 from prunetune.plan import StudentPlan
@@ -84,3 +84,20 @@ def test_on_a_grid_the_plan_that_fits_is_the_one_on_the_grid(teacher, groups):
     # Rounding the free plan down would have gone over the budget: the grid plan cuts more.
     assert student_macs(teacher, StudentPlan(ratios=down(free.ratios)), EXAMPLE) > budget
     assert sum(plan.ratios.values()) > sum(down(free.ratios).values())
+
+
+def test_a_further_limit_is_met_by_scaling_the_plan_keeping_its_shape(teacher, groups):
+    budget = int(0.5 * count_macs_params(teacher, (1, 28, 28))[0])
+    sensitivity = {g: 1.0 for g in groups} | {groups[0]: 4.0, groups[-1]: 0.25}
+    free = sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9)
+    # A cost that binds before the MACs do: the kept share of the first two groups.
+    cost = lambda plan: sum(1 - plan.ratios.get(g, plan.ratio) for g in groups[:2])  # noqa: E731
+    assert free is not None
+    limit = 0.8 * cost(free)
+    plan = sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9,
+                            limits=[CostLimit("kept", cost, limit)])
+    assert plan is not None and cost(plan) <= limit < cost(free)
+    assert student_macs(teacher, plan, EXAMPLE) < budget  # the limit bound, not the MACs
+    assert plan.ratios[groups[1]] == pytest.approx(2 * plan.ratios[groups[0]])  # the same shape
+    assert sensitivity_plan(teacher, sensitivity, budget, EXAMPLE, max_ratio=0.9,
+                            limits=[CostLimit("kept", cost, 0.0)]) is None  # even max_ratio keeps channels
