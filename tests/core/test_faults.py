@@ -269,11 +269,13 @@ def test_a_raising_scorer_and_a_shape_breaking_pruner_fail_only_their_trials(tmp
     # one (or those) whose ratios spread most. The next plan is the sampler's, with kernel size 3
     # or 5 for each of seven convs: a 5 among them (all but surely) makes the scorer raise.
     # The plans depend on the teacher: options as the command line gives them (text) find the
-    # one the search will use in the cache, whichever test trained it.
+    # one the search will use in the cache. Three teacher epochs, a key no other test uses: at
+    # batch 128 one epoch is 3 steps, and so near-random a teacher that every group's sensitivity
+    # can sit at the floor, making every sensitivity plan the uniform one.
     # No latency cap: a trial would repair the sensitivity plans to it, changing their spread.
     spec = SearchSpec(run_root=str(tmp_path / "runs"), leaderboard=str(tmp_path / "board"), max_macs=0.3,
                       max_latency="none", dataset_options={"limit": "300"}, model_options={"width": "4"},
-                      teacher_epochs=1, progress=False)
+                      teacher_epochs=3, progress=False)
     points = prepare_search(spec, run_id="plans", echo=lambda _: None).first_points
     spreads = [round(_spread(p), 6) for p in points]
     top = max(spreads)
@@ -287,7 +289,7 @@ def test_a_raising_scorer_and_a_shape_breaking_pruner_fail_only_their_trials(tmp
     args = ["search", "--name", RUN, "--runs", str(tmp_path / "runs"), "--leaderboard", str(tmp_path / "board"),
             "--max-macs", "0.3", "--max-latency", "none", "--space-opt", "kernel_sizes=3,5", "--scorer", "picky", "--pruner", "shape_breaker",
             "--pruner-opt", f"max_spread={max_spread}", "--num-samples", str(num_samples), "--cpus-per-trial", "1",
-            *TINY]
+            *TINY, "--teacher-epochs", "3"]
     # An embedded Ray started by the driver: its workers inherit PYTHONPATH, so they find the plugin.
     done = subprocess.run([sys.executable, "-m", "prunetune", *args], env=env, capture_output=True, text=True,
                           timeout=300)
