@@ -178,6 +178,7 @@ def screen(
     scorer_named: Callable[[str], Scorer] | None = None,
     device: torch.device = _CPU,
     limits: Sequence[CostLimit] = (),
+    counter: MacsCounter | None = None,
 ) -> list[Screened]:
     """Sample ``count`` candidates of ``space`` at random, score each with the proxy, best first.
 
@@ -204,13 +205,15 @@ def screen(
         device: Where students are recalibrated and measured.
         limits: Further budgets (a latency cap) the repair meets, as a trial's does; only
             with ``budget_macs``.
+        counter: The teacher's :class:`MacsCounter`, when the caller has one (the limits'
+            own, say); else one is made.
 
     Raises:
         UsageError: a sampled plan names a layer that is not in the teacher.
     """
     base = teacher if all(p.device.type == "cpu" for p in teacher.parameters()) else copy.deepcopy(teacher).cpu()
     example = data.calibration[0][0][:1] if data.calibration else data.bn_batches[0][:1]
-    counter = MacsCounter(base, example)
+    counter = counter or MacsCounter(base, example)
     scorers: dict[str, Scorer] = {}
     results = []
     for params in _sample(space, structure, count, seed):

@@ -478,12 +478,14 @@ def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structur
     # never train on (the proxy only ranks, as validation does).
     proxy_data = ProxyData.of((data.train_x, data.train_y), (data.val_x, data.val_y), spec.seed,
                               scorer_batches=scorer_batches)
+    # One counter (a teacher copy per kernel set) for the screen's repair and its latency limit.
+    counter = MacsCounter(teacher.cpu(), data.train_x[:1].cpu())
     results = screen_plans(
         teacher, space, structure, registry.create("scorer", spec.scorer, spec.scorer_options),
         registry.create("pruner", spec.pruner, spec.pruner_options), proxy_data, spec.screen, spec.seed,
         budget_macs=budget, max_ratio=spec.max_ratio, round_to=spec.round_to,
         scorer_named=lambda name: registry.create("scorer", name, spec.scorer_options if name == spec.scorer else {}),
-        device=device, limits=_latency_limits(latency, MacsCounter(teacher.cpu(), data.train_x[:1].cpu())),
+        device=device, limits=_latency_limits(latency, counter), counter=counter,
     )
     best = f"best proxy {results[0].proxy_accuracy:.2f}%" if results else "none within the budget"
     within = f" ({len(results)} within the budget)" if len(results) < spec.screen else ""
