@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from prunetune.trial import run_trial
 
 __all__ = [
     "MAX_FAILURES", "LeaderboardWriter", "RowContext", "concurrency", "ensure_ray", "experiment_path", "fit_trials",
-    "trial_row", "trial_status",
+    "reconcile_saved_state", "trial_row", "trial_status",
 ]
 
 #: How many times Tune restarts a failed trial (from scratch: trials resume no checkpoint).
@@ -228,6 +230,51 @@ def _scheduler(spec: SearchSpec) -> ASHAScheduler | None:
                          reduction_factor=2, time_attr="epoch")
 
 
+def _newest(folder: Path, pattern: str) -> Path | None:
+    # Tune names its state files by session start time and restores the greatest name.
+    files = list(folder.glob(pattern))
+    return max(files, key=lambda p: p.name) if files else None
+
+
+def reconcile_saved_state(experiment_dir: Path, board: Leaderboard, run_id: str) -> tuple[bool, list[str]]:
+    """Make a stopped run's saved searcher agree with its saved trial list before Tune restores
+    it. Returns whether there is a run for Tune to restore, and the started trials that the list
+    lacks and that wrote no row.
+
+    Tune saves both together but copies them to the run folder in the background, file by
+    file, so a driver killed mid-copy can leave a trial list older than the searcher. Restored
+    as is, the search ends short: Tune never runs a trial it does not list, and a list with no
+    trial at all makes Tune start over with a single trial. So the searcher's count goes back to
+    the list's length (it proposes as many new trials instead); with no trial listed, Tune's
+    state is removed and the trials start afresh.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    state_file = _newest(experiment_dir, "experiment_state-*.json")
+    search_file = _newest(experiment_dir, "search_gen_state-*.json")
+    if state_file is None:
+        return False, []
+    known = {json.loads(trial)["trial_id"] for trial, _ in json.loads(state_file.read_text())["trial_data"]}
+    started = {folder.name.split("_")[2] for folder in experiment_dir.glob("run_trial_*")}
+    lost = sorted(t for t in started - known if not board.has(f"{run_id}-{t}"))
+    if not known:
+        for pattern in ("experiment_state-*", "search_gen_state-*", "searcher-state-*", "tuner.pkl"):
+            for file in experiment_dir.glob(pattern):
+                file.unlink()
+        return False, lost
+    search = cloudpickle.loads(search_file.read_bytes()) if search_file else None
+    if search is not None and search["counter"] > len(known):
+        search["counter"], search["finished"] = len(known), False
+        limiter = search.get("name:ConcurrencyLimiter")
+        if limiter is not None:  # an unlisted trial would hold its concurrency slot for ever
+            limiter["live_trials"] = {t for t in limiter["live_trials"] if t in known}
+            limiter["num_unfinished_live_trials"] = len(limiter["live_trials"])
+        tmp = search_file.with_name(f".{search_file.name}.tmp")
+        tmp.write_bytes(cloudpickle.dumps(search))
+        os.replace(tmp, search_file)
+    return True, lost
+
+
 def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tuner:
     spec = run.spec
     trainable = tune.with_resources(
@@ -268,6 +315,10 @@ def fit_trials(run: SearchRun, board: Leaderboard, ctx: RowContext, resume: bool
     """Run (or continue) the trials; every finished trial ends with exactly one leaderboard row."""
     ensure_ray(run.spec.address)
     writer = LeaderboardWriter(ctx, board)
+    lost: list[str] = []
+    folder = Path(os.path.join(*experiment_path(run)))
+    if resume and folder.is_dir():  # a local or shared folder; a remote one is Tune's alone
+        resume, lost = reconcile_saved_state(folder, board, ctx.run_id)
     results = _tuner(run, writer, resume).fit()
     # A driver killed between a trial's end and its row leaves the row to write now.
     for result in results:
@@ -276,4 +327,10 @@ def fit_trials(run: SearchRun, board: Leaderboard, ctx: RowContext, resume: bool
         if not board.has(writer.key(trial_id)):
             error = str(result.error).strip().splitlines()[-1][:2000] if result.error else None
             writer.write(trial_id, metrics, error)
+    # The work of a lost trial died with its driver. Its folder goes now that its worker, which
+    # can outlive the driver a moment, is surely gone too.
+    for trial_id in lost:
+        if not board.has(writer.key(trial_id)):
+            for trial_dir in folder.glob(f"run_trial_{trial_id}_*"):
+                shutil.rmtree(trial_dir, ignore_errors=True)
     return results

@@ -157,6 +157,42 @@ def test_a_driver_killed_at_each_point_resumes_from_another_directory(tmp_path: 
         assert Path(fault["target"]).is_file() and Path(fault["tmp"]).is_file()
 
 
+@pytest.mark.parametrize("listed", [0, 1])
+def test_a_trial_list_saved_behind_the_searcher_still_runs_every_trial(tmp_path: Path, ray_cluster, listed: int) -> None:  # type: ignore[no-untyped-def]
+    # Tune copies its trial list and its searcher's state to the run folder in the background,
+    # file by file: a driver killed mid-copy can leave a list older than the searcher, down to
+    # the list saved before any trial began.
+    import ray.cloudpickle as cloudpickle
+
+    driver, record = tmp_path / "driver.py", tmp_path / "fault.json"
+    driver.write_text(KILLING_DRIVER)
+    num_samples = 4
+    args = ["search", "--address", ray_cluster.address, "--name", RUN, "--runs", "runs", "--leaderboard", "board",
+            "--num-samples", str(num_samples), "--max-concurrent", "2", *TINY]
+    with open(tmp_path / "killed.err", "w") as err:
+        killed = subprocess.run([sys.executable, str(driver), "trial", str(record), *args], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=err, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, (tmp_path / "killed.err").read_text()[-3000:]
+    board, tune_dir = tmp_path / "board", tmp_path / "runs" / RUN / "tune"
+    state_file = max(tune_dir.glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    started = [d.name.split("_")[2] for d in tune_dir.glob("run_trial_*")]
+    assert len(state["trial_data"]) >= 1 and len(started) >= 2
+    state_file.write_text(json.dumps({**state, "trial_data": state["trial_data"][:listed]}))
+    search_file = max(tune_dir.glob("search_gen_state-*.json"))
+    search = cloudpickle.loads(search_file.read_bytes())
+    search["counter"] = len(started)  # the searcher counts every trial that began
+    search["name:ConcurrencyLimiter"]["live_trials"] = set(started)
+    search_file.write_bytes(cloudpickle.dumps(search))
+
+    resumed = subprocess.run([sys.executable, "-m", "prunetune", "search", "--resume", str(tmp_path / "runs" / RUN),
+                              "--address", ray_cluster.address], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Failed to restore" not in resumed.stderr
+    _assert_complete(board, tmp_path / "runs" / RUN, num_samples)
+
+
 NODE_LOSS_DRIVER = '''
 import json, sys
 
