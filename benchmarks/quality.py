@@ -20,7 +20,10 @@ once by :func:`fixed_teacher` and cached. For every seed, teacher and MACs budge
      ``--threads`` trials at once; ``--search-args`` adds SearchSpec fields (those compress
      shares, like ``lr`` or ``nesterov``, go to compress too, as a user would pass them);
   c. b given F+E epochs, E the epochs b could have run in d's search time (equal compute),
-     from b's measured seconds per epoch; skipped (with a note) until b and d have run.
+     from b's measured seconds per epoch; skipped (with a note) until b and d have run;
+  e. (only when asked for with ``--methods``) d's search, then ``prunetune compress --from``
+     the best trial's last checkpoint instead of ``--plan``: the final student warm-started
+     from the trial's weights, the same F epochs; its wall time counts d's search.
 
 a, b and c train on the same split compress trains on (``val_fraction`` 0.1, seeded); every
 student is evaluated once on the full test split and measured with prunetune's ``measure``
@@ -33,7 +36,7 @@ teacher, budget and seed are timed again in turn, 5 rounds, each keeping its lea
 the issue's targets, averaged over the teachers.
 
 Usage: .venv/bin/python benchmarks/quality.py [--teachers resnet,mobilenet,vgg,benchmarks.mixnet:mixnet]
-       [--budgets 0.25,0.10] [--seeds 0,1,2] [--methods abcd] [--epochs 4] [--trials 12]
+       [--budgets 0.25,0.10] [--seeds 0,1,2] [--methods abcd(e)] [--epochs 4] [--trials 12]
        [--trial-epochs 2] [--subset 15000] [--search-args '{"scheduler": "asha"}']
 """
 
@@ -78,8 +81,9 @@ from prunetune.train import TrainRecipe, evaluate  # noqa: E402
 
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
 TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")
-METHODS = {"a": "TP + fine-tune", "b": "TP + KD", "c": "TP + KD, equal compute", "d": "prunetune search + compress"}
-ORDER = "abdc"  # c needs d's search time
+METHODS = {"a": "TP + fine-tune", "b": "TP + KD", "c": "TP + KD, equal compute", "d": "prunetune search + compress",
+           "e": "d, warm-started from its trial"}
+ORDER = "abdce"  # c needs d's search time, e d's search
 CPU = torch.device("cpu")
 # SearchSpec fields the benchmark sets itself: --search-args may not override them.
 CONTROLLED = ("model", "model_options", "dataset", "dataset_options", "teacher_checkpoint", "seed", "max_macs",
@@ -354,8 +358,10 @@ def searched(bench: Bench, teacher: Teacher, budget: float, seed: int) -> tuple[
     return chosen[0], info
 
 
-def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, name: str) -> nn.Module:
-    """``prunetune compress --plan`` with the trial's plan and components, F epochs in all."""
+def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, name: str,
+               start_from: Path | None = None) -> nn.Module:
+    """``prunetune compress --plan`` with the trial's plan and components, F epochs in all; with
+    ``start_from``, ``--from`` that checkpoint of the trial instead of ``--plan``."""
     from prunetune.compress import CompressSpec, run_compress
 
     args = bench.args
@@ -364,7 +370,8 @@ def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, n
     (args.out / "students").mkdir(exist_ok=True)
     spec = CompressSpec(
         model=teacher.name, dataset="idx", dataset_options={"path": args.data, "limit": args.limit},
-        teacher_checkpoint=str(teacher.path), plan=StudentPlan.from_dict(json.loads(row["plan"])),
+        teacher_checkpoint=str(teacher.path),
+        **({"start_from": str(start_from)} if start_from else {"plan": StudentPlan.from_dict(json.loads(row["plan"]))}),
         scorer=row["scorer"], distiller=row["distiller"],
         distiller_options={k: params[k] for k in ("T", "alpha") if k in params},
         epochs=args.epochs, seed=seed, device="cpu",
@@ -386,6 +393,33 @@ def prunetune_method(bench: Bench, teacher: Teacher, budget: float, seed: int) -
                      "wall_seconds": search_seconds + final_seconds}
 
 
+def trial_checkpoint(run_dir: Path, trial_id: str) -> Path | None:
+    """The last checkpoint a search trial kept (``student.pt`` in Tune's trial folder)."""
+    files = sorted(run_dir.glob(f"tune/run_trial_{trial_id}_*/checkpoint_*/student.pt"))
+    return files[-1] if files else None
+
+
+def warm_started(bench: Bench, teacher: Teacher, results: list[dict[str, Any]], budget: float,
+                 seed: int) -> tuple[nn.Module, dict[str, Any]] | str:
+    """e: d's best trial, trained on from its checkpoint for F epochs; or why it cannot run."""
+    from prunetune.leaderboard import Leaderboard
+
+    d = find(results, teacher.name, "d", budget, seed)
+    if d is None:
+        return f"e skipped for {teacher.name} {budget:.0%} seed {seed}: d has not run"
+    checkpoint = trial_checkpoint(bench.args.out / "runs" / d["run_id"], d["best_trial"])
+    rows = [r for r in Leaderboard(bench.args.out / "leaderboard").rows(run_id=d["run_id"])
+            if r["trial_id"] == d["best_trial"]]
+    if checkpoint is None or not rows:
+        return f"e skipped for {teacher.name} {budget:.0%} seed {seed}: trial {d['best_trial']} left no checkpoint"
+    start = time.perf_counter()
+    student = compressed(bench, teacher, rows[0], seed, f"{d['run_id']}-warm", start_from=checkpoint)
+    final_seconds = time.perf_counter() - start
+    return student, {"run_id": d["run_id"], "best_trial": d["best_trial"], "plan": d["plan"],
+                     "started_from": str(checkpoint), "search_seconds": d["search_seconds"],
+                     "final_seconds": final_seconds, "wall_seconds": d["search_seconds"] + final_seconds}
+
+
 # -- one student, the run --------------------------------------------------------------------
 
 
@@ -402,6 +436,11 @@ def one_student(bench: Bench, teacher: Teacher, data: DataSplits, results: list[
         epochs += extra
     if method == "d":
         student, info = prunetune_method(bench, teacher, budget, seed)
+    elif method == "e":
+        made = warm_started(bench, teacher, results, budget, seed)
+        if isinstance(made, str):
+            return made
+        student, info = made
     else:
         student, info = tp_method(bench, teacher, data, method, budget, seed, epochs)
     accuracy, _ = evaluate(student, data.test_x, data.test_y, CPU)

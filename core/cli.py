@@ -79,6 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="global ranking: cut the lowest-ranked channels of all groups until MACs are at most this share (ratios are then ignored)")
     c.add_argument("--max-ratio", type=float, default=None, help="global ranking: no group loses more than this share (default: 0.9)")
     c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
+    c.add_argument("--from", dest="start_from", default=None, metavar="STUDENT",
+                   help="train a saved student further instead of pruning the teacher: compress's or search's "
+                   "output, or a search trial's checkpoint (its plan is kept; give no plan options)")
     c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
     # CompressSpec's default; compress imports torch, which --help must not.
     c.add_argument("--finetune-epochs", type=int, default=0, help="cross-entropy fine-tuning epochs after distillation (default: 0)")
@@ -271,7 +274,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     spec = CompressSpec(
         **_job_settings(args), plan=_plan_from_args(args), epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs, device=args.device, out=args.out,
+        finetune_epochs=args.finetune_epochs, device=args.device, out=args.out, start_from=args.start_from,
     )
     result = run_compress(spec)
     print(side_by_side(result.teacher, result.student))

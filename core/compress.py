@@ -1,7 +1,9 @@
 """The ``compress`` job: one student through every stage of the design notes.
 
 Stages: teacher (checkpoint, cache, or trained once), kernel-size changes and pruning,
-distillation, fine-tuning, then measurement of teacher and student on the test split.
+distillation, fine-tuning, then measurement of teacher and student on the test split. With
+``start_from`` (``--from``) a saved student takes the place of the first two: it is trained
+further, its plan unchanged.
 Everything the user named is resolved and checked before any training or writing.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunetune.checkpoint import save_student
+from prunetune.checkpoint import load_student, save_student
 from prunetune.data import DataSplits
 from prunetune.devices import select_device
 from prunetune.errors import TrainingDiverged, UsageError
@@ -47,12 +49,19 @@ class CompressSpec(JobSpec):
     calibration_batches: int = 4
     device: str = "auto"
     out: str | None = "student.pt"
+    #: A saved student (compress's or search's output, or a search trial's checkpoint) to train
+    #: further instead of pruning the teacher; its own plan stands, so ``plan`` stays the default.
+    start_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("epochs", "finetune_epochs", "calibration_batches"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.start_from is not None and self.plan != StudentPlan(ratio=0.5):
+            raise UsageError(f"--from {self.start_from} trains that student further with its own plan: "
+                             "give no plan (--plan, --ratio, --layer-ratio, --kernel, --round-to, --macs-target, "
+                             "--max-ratio) with it")
 
 
 @dataclasses.dataclass
@@ -119,6 +128,18 @@ def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor)
     group_ratios(find_groups(probe, example_input), plan)
 
 
+def _saved_student(registry: Any, path: str, model_spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The student of ``--from`` and its description, checked to be of this job's model and data."""
+    student, saved = load_student(registry, path, model_spec["model"])
+    theirs = {"model": saved["model"], "model_options": {k: str(v) for k, v in saved.get("model_options", {}).items()},
+              "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
+    ours = {**model_spec, "model_options": {k: str(v) for k, v in model_spec["model_options"].items()}}
+    differ = [f"{key} {theirs[key]} (this job: {ours[key]})" for key in theirs if theirs[key] != ours[key]]
+    if differ:
+        raise UsageError(f"--from {path}: that student was made for another model or data: {'; '.join(differ)}")
+    return student, saved
+
+
 def run_compress(
     spec: CompressSpec,
     host: Host | None = None,
@@ -137,7 +158,8 @@ def run_compress(
     _check_output(spec.out)
     scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
     pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
-    pruner.check(spec.plan)
+    if spec.start_from is None:
+        pruner.check(spec.plan)
     distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
     factory = resolve_model(registry, spec.model, spec.model_options)
     source = registry.create("dataset", spec.dataset, spec.dataset_options)
@@ -145,9 +167,13 @@ def run_compress(
         raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
 
     data = source.load(spec.seed, spec.val_fraction)
-    check_plan(build_teacher_model(factory, data, spec.model), spec.plan, data.train_x[:1])
     model_spec = {"model": spec.model, "model_options": dict(spec.model_options),
                   "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    if spec.start_from is None:
+        check_plan(build_teacher_model(factory, data, spec.model), spec.plan, data.train_x[:1])
+        start = None
+    else:
+        start = _saved_student(registry, spec.start_from, model_spec)
     c, h, _ = data.input_shape
     teacher_recipe = TrainRecipe(
         epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed
@@ -163,12 +189,20 @@ def run_compress(
         (data.train_x[i : i + 64].to(device), data.train_y[i : i + 64].to(device))
         for i in range(0, min(len(data.train_x), 64 * spec.calibration_batches), 64)
     ]
-    retrain = make_retrainer(teacher, distiller, data.train_x, data.train_y, device,
-                             batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
-    student, record = build_student(
-        teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain
-    )
-    check_output_shape(spec.pruner, teacher, student, example)
+    if start is None:
+        retrain = make_retrainer(teacher, distiller, data.train_x, data.train_y, device,
+                                 batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+        student, record = build_student(
+            teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain
+        )
+        check_output_shape(spec.pruner, teacher, student, example)
+        built = {"plan": spec.plan.to_dict(), "scorer": spec.scorer, "pruner": spec.pruner,
+                 "pruner_options": dict(spec.pruner_options), "record": record.to_dict()}
+    else:
+        student, saved = start
+        built = {"plan": saved["plan"], "scorer": saved.get("scorer"), "pruner": saved["pruner"],
+                 "pruner_options": saved.get("pruner_options", {}), "record": saved["record"],
+                 "started_from": str(Path(str(spec.start_from)).resolve())}
     student.to(device)
 
     recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
@@ -199,12 +233,8 @@ def run_compress(
         "dataset_options": dict(spec.dataset_options),
         "seed": spec.seed,
         "val_fraction": spec.val_fraction,
-        "plan": spec.plan.to_dict(),
-        "scorer": spec.scorer,
-        "pruner": spec.pruner,
-        "pruner_options": dict(spec.pruner_options),
+        **built,
         "distiller": spec.distiller,
-        "record": record.to_dict(),
         "metrics": {"val_accuracy": val_accuracy, **student_m.to_dict()},
         "teacher_metrics": teacher_m.to_dict(),
     }

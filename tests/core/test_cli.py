@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import struct
 from pathlib import Path
@@ -60,6 +61,51 @@ def test_a_third_party_scorer_works_in_compress(
     assert code == 0, err
     meta_scorer = torch.load(tmp_path / "s.pt", weights_only=True)["meta"]
     assert '"scorer": "last_first"' in meta_scorer
+
+
+def test_compress_from_a_saved_student_trains_it_further_with_its_plan(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    first, same, further = tmp_path / "first.pt", tmp_path / "same.pt", tmp_path / "further.pt"
+    assert _run(capsys, "compress", "--ratio", "0.6", "--kernel", "layer1.0.conv1=5", "--out", str(first), *TINY)[0] == 0
+    untrained = [*TINY, "--epochs", "0", "--finetune-epochs", "0"]  # argparse: the last one counts
+    code, out, err = _run(capsys, "compress", "--from", str(first), "--out", str(same), *untrained)
+    assert code == 0, err
+    code, _, err = _run(capsys, "compress", "--from", str(first), "--out", str(further), *TINY)
+    assert code == 0, err
+    saved = {p: torch.load(p, weights_only=True) for p in (first, same, further)}
+    meta = {p: json.loads(saved[p]["meta"]) for p in saved}
+    for p in (same, further):  # the same architecture: plan, pruner and record carried over
+        assert {k: meta[p][k] for k in ("plan", "record", "pruner", "scorer")} == \
+               {k: meta[first][k] for k in ("plan", "record", "pruner", "scorer")}
+        assert meta[p]["started_from"] == str(first.resolve())
+    # No epochs: the saved weights, unchanged; with epochs, trained from them.
+    assert all(torch.equal(v, saved[same]["state_dict"][k]) for k, v in saved[first]["state_dict"].items())
+    assert not all(torch.equal(v, saved[further]["state_dict"][k]) for k, v in saved[first]["state_dict"].items())
+    assert _accuracy(out) == f"{meta[first]['metrics']['accuracy']:.2f}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ratio", "0.3"], r"--from .* trains that student further with its own plan: give no plan"),
+        (["--kernel", "layer1.0.conv1=5"], r"give no plan"),
+        (["--model-opt", "width=8"], r"that student was made for another model or data: model_options"),
+        (["--model", "vgg"], r"that student was made for another model or data: model vgg"),
+    ],
+)
+def test_compress_from_a_student_that_does_not_fit_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    saved = tmp_path / "saved" / "s.pt"
+    saved.parent.mkdir()
+    assert _run(capsys, "compress", "--out", str(saved), *TINY)[0] == 0
+    out_file = tmp_path / "student.pt"
+    code, _, err = _run(capsys, "compress", "--from", str(saved), "--out", str(out_file), *TINY, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not out_file.exists()
+    code, _, err = _run(capsys, "compress", "--from", str(tmp_path / "none.pt"), "--out", str(out_file), *TINY)
+    assert code == 2 and "does not exist" in err and not out_file.exists()
 
 
 def _tiny_idx(folder: Path, size: int) -> None:
