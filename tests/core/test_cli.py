@@ -90,7 +90,7 @@ def test_compress_from_a_saved_student_trains_it_further_with_its_plan(tmp_path:
         (["--ratio", "0.3"], r"--from .* trains that student further with its own plan: give no plan"),
         (["--kernel", "layer1.0.conv1=5"], r"give no plan"),
         (["--model-opt", "width=8"], r"that student was made for another model or data: model_options"),
-        (["--model", "vgg"], r"that student was made for another model or data: model vgg"),
+        (["--model", "vgg"], r"made with model 'resnet', not 'vgg'"),
     ],
 )
 def test_compress_from_a_student_that_does_not_fit_is_one_line_exit_2(
