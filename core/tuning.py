@@ -283,7 +283,7 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
     )
     storage, name = experiment_path(run)
     if resume:
-        path = f"{storage.rstrip('/')}/{name}"
+        path = os.path.join(storage, name)
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     registry = run.host.registry
     space = registry.create("search_space", spec.space, spec.space_options)
