@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from prunetune.compress import CompressSpec, run_compress
-from prunetune.plan import StudentPlan
-from prunetune.report import side_by_side
+from prunetune.jobs.compress import CompressSpec, run_compress
+from prunetune.results.report import side_by_side
+from prunetune.structure.plan import StudentPlan
 
 
 def main() -> None:

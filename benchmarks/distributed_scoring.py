@@ -20,15 +20,15 @@ import time
 
 import torch
 
-from prunetune.groups import find_groups
-from prunetune.host import Host
-from prunetune.options import EmptyConfig
-from prunetune.plan import StudentPlan
+from prunetune.components.cluster import loopback_ray
+from prunetune.components.pruning import PruneJob
+from prunetune.components.scoring import ScoreContext
+from prunetune.host.manager import Host
+from prunetune.host.options import EmptyConfig
 from prunetune.plugins.pruners.distributed import DistributedPruner, shares
 from prunetune.plugins.scorers.taylor import TaylorScorer
-from prunetune.pruning import PruneJob
-from prunetune.scoring import ScoreContext
-from prunetune.search import loopback_ray
+from prunetune.structure.groups import find_groups
+from prunetune.structure.plan import StudentPlan
 
 _IMAGE = 28
 

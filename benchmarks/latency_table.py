@@ -5,7 +5,7 @@ untrained, 1x28x28 images, 10 classes: weights do not change latency), the table
 at ``--batch`` and ``--threads`` (or read from the cache), then ``--plans`` random per-layer plans
 (a ratio per group in [0, 0.8], and for each resizable conv, one time in two, a kernel size of
 3, 5 or 7, as the per_layer space samples them) are predicted and measured, one at a time, with
-:func:`prunetune.measure.cpu_latency_ms` on the same threads. Printed per teacher: the table's
+:func:`prunetune.structure.measure.cpu_latency_ms` on the same threads. Printed per teacher: the table's
 measuring time, every plan's MACs share, prediction and measurement, then the mean absolute
 percentage error and Kendall's tau between predictions and measurements.
 
@@ -34,14 +34,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # ``benchmarks.mixnet:mixnet`` is imported by name
 
-from prunetune.budget import MacsCounter  # noqa: E402
-from prunetune.host import Host  # noqa: E402
-from prunetune.kernels import kernel_layers  # noqa: E402
-from prunetune.latency import latency_table, torch_threads  # noqa: E402
-from prunetune.measure import cpu_latency_ms  # noqa: E402
-from prunetune.models import resolve_model  # noqa: E402
-from prunetune.plan import StudentPlan  # noqa: E402
-from prunetune.report import format_table  # noqa: E402
+from prunetune.components.models import resolve_model  # noqa: E402
+from prunetune.host.manager import Host  # noqa: E402
+from prunetune.results.report import format_table  # noqa: E402
+from prunetune.structure.kernels import kernel_layers  # noqa: E402
+from prunetune.structure.measure import cpu_latency_ms  # noqa: E402
+from prunetune.structure.plan import StudentPlan  # noqa: E402
+from prunetune.student.budget import MacsCounter  # noqa: E402
+from prunetune.student.latency import latency_table  # noqa: E402
+from prunetune.training.devices import torch_threads  # noqa: E402
 
 TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")
 SHAPE = (1, 28, 28)

@@ -3,7 +3,7 @@
 One fixed teacher (from prunetune's teacher cache, trained once with the recipe the arguments
 give, as benchmarks/quality.py trains its own) and one MACs budget. ``--plans`` random plans
 of the ``per_layer`` space are repaired to the budget and scored by the proxy
-(:func:`prunetune.proxy.screen`: BatchNorm statistics recomputed on training batches, accuracy on
+(:func:`prunetune.student.proxy.screen`: BatchNorm statistics recomputed on training batches, accuracy on
 the validation split, no training). Then each plan's student is built again from the teacher
 and distilled with ``hinton`` for ``--epochs`` on ``--train-images`` training images with the
 trials' recipe (one cycle, Nesterov), as a trial would, and measured on the test split. Printed: Kendall's tau-b and Spearman's rho between the
@@ -31,17 +31,19 @@ from typing import Any
 
 import torch
 
+from prunetune.components.models import resolve_model
+from prunetune.components.spaces import ModelStructure
 from prunetune.errors import UsageError
-from prunetune.host import Host
-from prunetune.jobspec import JobSpec
-from prunetune.measure import count_macs_params
-from prunetune.models import resolve_model
-from prunetune.proxy import ProxyData, Screened, screen
-from prunetune.report import format_table
-from prunetune.spaces import ModelStructure
-from prunetune.surgery import build_student
-from prunetune.teacher import obtain_teacher
-from prunetune.train import TrainRecipe, distill, evaluate, teacher_logits_for
+from prunetune.host.manager import Host
+from prunetune.jobs.spec import JobSpec
+from prunetune.results.report import format_table
+from prunetune.structure.measure import count_macs_params
+from prunetune.student.proxy import ProxyData, Screened, screen
+from prunetune.student.surgery import build_student
+from prunetune.training.loop import evaluate, teacher_logits_for
+from prunetune.training.recipe import TrainRecipe
+from prunetune.training.teacher import obtain_teacher
+from prunetune.training.train import distill
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))

@@ -67,17 +67,18 @@ import torch.nn.functional as F  # noqa: E402
 import torch_pruning as tp  # noqa: E402
 from torch import nn  # noqa: E402
 
-from prunetune.data import DataSplits  # noqa: E402
+from prunetune.components.data import DataSplits  # noqa: E402
+from prunetune.components.models import resolve_model  # noqa: E402
 from prunetune.errors import UsageError  # noqa: E402
-from prunetune.jobspec import JobSpec  # noqa: E402
-from prunetune.measure import cpu_latency_ms, measure  # noqa: E402
-from prunetune.models import resolve_model  # noqa: E402
-from prunetune.plan import StudentPlan  # noqa: E402
-from prunetune.registry import Registry  # noqa: E402
-from prunetune.report import format_table  # noqa: E402
-from prunetune.search import SearchSpec  # noqa: E402
-from prunetune.teacher import obtain_teacher  # noqa: E402
-from prunetune.train import TrainRecipe, evaluate  # noqa: E402
+from prunetune.host.registry import Registry  # noqa: E402
+from prunetune.jobs.spec import JobSpec  # noqa: E402
+from prunetune.results.report import format_table  # noqa: E402
+from prunetune.search.spec import SearchSpec  # noqa: E402
+from prunetune.structure.measure import cpu_latency_ms, measure  # noqa: E402
+from prunetune.structure.plan import StudentPlan  # noqa: E402
+from prunetune.training.loop import evaluate  # noqa: E402
+from prunetune.training.recipe import TrainRecipe  # noqa: E402
+from prunetune.training.teacher import obtain_teacher  # noqa: E402
 
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
 TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")
@@ -329,9 +330,9 @@ def searched(bench: Bench, teacher: Teacher, budget: float, seed: int) -> tuple[
     """Run ``prunetune search`` under the budget; the best trial's row and what the search did."""
     import ray
 
-    from prunetune.final import choose_trials
-    from prunetune.leaderboard import Leaderboard
-    from prunetune.search import run_search
+    from prunetune.results.leaderboard import Leaderboard
+    from prunetune.search.final import choose_trials
+    from prunetune.search.run import run_search
 
     args = bench.args
     name = f"{slug(teacher.name)}-q{round(budget * 100):02d}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -362,7 +363,7 @@ def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, n
                start_from: Path | None = None) -> nn.Module:
     """``prunetune compress --plan`` with the trial's plan and components, F epochs in all; with
     ``start_from``, ``--from`` that checkpoint of the trial instead of ``--plan``."""
-    from prunetune.compress import CompressSpec, run_compress
+    from prunetune.jobs.compress import CompressSpec, run_compress
 
     args = bench.args
     params = json.loads(row["params_json"] or "{}")
@@ -402,7 +403,7 @@ def trial_checkpoint(run_dir: Path, trial_id: str) -> Path | None:
 def warm_started(bench: Bench, teacher: Teacher, results: list[dict[str, Any]], budget: float,
                  seed: int) -> tuple[nn.Module, dict[str, Any]] | str:
     """e: d's best trial, trained on from its checkpoint for F epochs; or why it cannot run."""
-    from prunetune.leaderboard import Leaderboard
+    from prunetune.results.leaderboard import Leaderboard
 
     d = find(results, teacher.name, "d", budget, seed)
     if d is None:
@@ -694,7 +695,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    from prunetune.host import Host
+    from prunetune.host.manager import Host
 
     registry = Host.create().registry
     try:

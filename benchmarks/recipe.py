@@ -37,12 +37,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import default_data, fixed_teacher  # noqa: E402
 
-from prunetune.budget import repair  # noqa: E402
-from prunetune.host import Host  # noqa: E402
-from prunetune.measure import count_macs_params  # noqa: E402
-from prunetune.plan import StudentPlan  # noqa: E402
-from prunetune.surgery import build_student  # noqa: E402
-from prunetune.train import TrainRecipe, distill, evaluate, teacher_logits_for, train_supervised  # noqa: E402
+from prunetune.host.manager import Host  # noqa: E402
+from prunetune.structure.measure import count_macs_params  # noqa: E402
+from prunetune.structure.plan import StudentPlan  # noqa: E402
+from prunetune.student.budget import repair  # noqa: E402
+from prunetune.student.surgery import build_student  # noqa: E402
+from prunetune.training.loop import evaluate, teacher_logits_for  # noqa: E402
+from prunetune.training.recipe import TrainRecipe  # noqa: E402
+from prunetune.training.train import distill, train_supervised  # noqa: E402
 
 CPU = torch.device("cpu")
 TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")

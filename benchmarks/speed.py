@@ -38,11 +38,11 @@ from typing import Any
 
 import torch
 
-from prunetune.host import Host
-from prunetune.measure import count_macs_params, cpu_latency_ms
-from prunetune.plan import StudentPlan
-from prunetune.report import format_table
-from prunetune.surgery import build_student
+from prunetune.host.manager import Host
+from prunetune.results.report import format_table
+from prunetune.structure.measure import count_macs_params, cpu_latency_ms
+from prunetune.structure.plan import StudentPlan
+from prunetune.student.surgery import build_student
 
 SHAPE = (1, 28, 28)
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,9 +92,12 @@ class Searched:
 
 def timed_search(out: Path, name: str, **changes: Any) -> Searched:
     """A per_layer search on the demo data (teacher from the cache); only ``fit`` is timed."""
-    from prunetune.leaderboard import Leaderboard
-    from prunetune.search import SearchSpec, hardware, prepare_search
-    from prunetune.tuning import RowContext, concurrency, ensure_ray, fit_trials
+    from prunetune.components.cluster import ensure_ray
+    from prunetune.results.leaderboard import Leaderboard
+    from prunetune.search.prepare import prepare_search
+    from prunetune.search.run import hardware
+    from prunetune.search.spec import SearchSpec
+    from prunetune.search.tuning import RowContext, concurrency, fit_trials
 
     settings: dict[str, Any] = dict(dataset="fashion_mnist_demo", space="per_layer", max_macs=0.25, num_samples=6,
                                     epochs=2, run_root=str(out / "runs"), leaderboard=str(out / "leaderboard"),
@@ -193,7 +196,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ratios = [float(r) for r in args.ratios.split(",")]
     if set(args.parts) & set("bcdf"):
-        from prunetune.search import loopback_ray
+        from prunetune.components.cluster import loopback_ray
 
         loopback_ray()
         args.out.mkdir(parents=True, exist_ok=True)

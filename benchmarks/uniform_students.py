@@ -35,10 +35,12 @@ import torch  # noqa: E402
 from quality import TPRecipe, default_data, fixed_teacher, logits_of, tp_student, tp_train  # noqa: E402
 from recipe import student as uniform_student  # noqa: E402
 
-from prunetune.host import Host  # noqa: E402
-from prunetune.jobspec import JobSpec  # noqa: E402
-from prunetune.measure import count_macs_params  # noqa: E402
-from prunetune.train import TrainRecipe, distill, evaluate  # noqa: E402
+from prunetune.host.manager import Host  # noqa: E402
+from prunetune.jobs.spec import JobSpec  # noqa: E402
+from prunetune.structure.measure import count_macs_params  # noqa: E402
+from prunetune.training.loop import evaluate  # noqa: E402
+from prunetune.training.recipe import TrainRecipe  # noqa: E402
+from prunetune.training.train import distill  # noqa: E402
 
 CPU = torch.device("cpu")
 STUDENTS = ("tp", "l1", "l2-inputs", "l1/distill")

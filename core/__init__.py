@@ -5,7 +5,7 @@ Importing this package stays cheap: Ray and Optuna are imported only where a sea
 
 from __future__ import annotations
 
-from prunetune.hookspecs import hookimpl
+from prunetune.host.hookspecs import hookimpl
 
 __all__ = ["__version__", "hookimpl"]
 

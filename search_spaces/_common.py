@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prunetune.spaces import KERNEL_PREFIX, RATIO_PREFIX, ModelStructure
+from prunetune.components.spaces import KERNEL_PREFIX, RATIO_PREFIX, ModelStructure
 
 if TYPE_CHECKING:
     import optuna
@@ -16,14 +16,12 @@ __all__ = [
     "ALPHA_RANGE",
     "BASELINE_ALPHA",
     "BASELINE_T",
-    "DEFAULT_KERNEL_SIZES",
     "T_RANGE",
     "ChoiceOptions",
     "RatioSpaceConfig",
     "baseline_choices",
     "baseline_kernels",
     "check_choices",
-    "check_kernel_sizes",
     "check_ratio",
     "check_ratio_options",
     "group_ratio_params",
@@ -36,7 +34,6 @@ __all__ = [
     "suggest_ratio",
 ]
 
-DEFAULT_KERNEL_SIZES = (3, 5, 7)
 T_RANGE = (1.0, 8.0)
 ALPHA_RANGE = (0.1, 1.0)
 # The standard recipe's soft-target settings (the hinton distiller's defaults), for baselines.
@@ -73,18 +70,6 @@ def check_ratio_options(max_ratio: float, ratio_step: float | None) -> None:
         raise ValueError(
             f"ratio_step must be in (0, max_ratio={max_ratio}] or None (got {ratio_step})"
         )
-
-
-def check_kernel_sizes(sizes: Sequence[int]) -> None:
-    """Raise ValueError unless ``sizes`` is a non-empty list of distinct positive odd integers."""
-    if not sizes:
-        raise ValueError("kernel_sizes must name at least one size")
-    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s < 1 or s % 2 == 0]
-    if bad:
-        listed = ", ".join(map(str, bad))
-        raise ValueError(f"kernel_sizes must be positive odd integers (got {listed})")
-    if len(set(sizes)) != len(sizes):
-        raise ValueError(f"kernel_sizes has duplicates: {tuple(sizes)}")
 
 
 def check_choices(scorers: Sequence[str], distillers: Sequence[str]) -> None:

@@ -6,22 +6,20 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
+from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, RATIO, ModelStructure, SearchSpace, check_kernel_sizes
 from prunetune.search_spaces._common import (
-    DEFAULT_KERNEL_SIZES,
     baseline_choices,
     baseline_kernels,
     check_choices,
-    check_kernel_sizes,
     check_ratio,
     suggest_choices,
     suggest_kernels,
 )
-from prunetune.spaces import RATIO, ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["KernelOnlySpace", "prunetune_add_components"]
 
@@ -64,6 +62,9 @@ class KernelOnlySpace(SearchSpace):
     def suggest(self, trial: optuna.Trial, structure: ModelStructure) -> None:
         suggest_kernels(trial, structure, self.config.kernel_sizes)
         suggest_choices(trial, self.config)
+
+    def kernel_sizes(self) -> tuple[int, ...]:
+        return tuple(self.config.kernel_sizes)
 
     def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
         """The teacher's kernel sizes: the ratio is the configured constant, not ``ratio``."""

@@ -7,23 +7,21 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
+from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, ModelStructure, SearchSpace, check_kernel_sizes
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
-    DEFAULT_KERNEL_SIZES,
     baseline_choices,
     baseline_kernels,
-    check_kernel_sizes,
     group_ratio_params,
     suggest_choices,
     suggest_group_ratios,
     suggest_kernels,
 )
-from prunetune.spaces import ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["PerLayerSpace", "prunetune_add_components"]
 
@@ -59,6 +57,9 @@ class PerLayerSpace(SearchSpace):
         suggest_group_ratios(trial, structure, cfg.max_ratio, cfg.ratio_step)
         suggest_kernels(trial, structure, cfg.kernel_sizes)
         suggest_choices(trial, cfg)
+
+    def kernel_sizes(self) -> tuple[int, ...]:
+        return tuple(self.config.kernel_sizes)
 
     def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
         return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))

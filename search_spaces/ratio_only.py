@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
+from prunetune.components.spaces import ModelStructure, SearchSpace
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
     baseline_choices,
@@ -13,12 +14,11 @@ from prunetune.search_spaces._common import (
     suggest_choices,
     suggest_group_ratios,
 )
-from prunetune.spaces import ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["RatioOnlySpace", "prunetune_add_components"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
+from prunetune.components.spaces import RATIO, ModelStructure, SearchSpace
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
     baseline_choices,
@@ -12,12 +13,11 @@ from prunetune.search_spaces._common import (
     suggest_choices,
     suggest_ratio,
 )
-from prunetune.spaces import RATIO, ModelStructure, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["UniformSpace", "prunetune_add_components"]
 

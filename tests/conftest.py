@@ -3,7 +3,7 @@ Ray instance (a two-node cluster on 127.0.0.1)."""
 
 from __future__ import annotations
 
-from prunetune.search import loopback_ray
+from prunetune.components.cluster import loopback_ray
 
 loopback_ray()  # before anything imports Ray: test traffic stays on the loopback address
 
@@ -37,8 +37,8 @@ THIRD_PARTY_MODULE = '''
 """A third-party package's prunetune plugin."""
 import torch
 from prunetune import hookimpl
-from prunetune.options import EmptyConfig
-from prunetune.scoring import Scorer
+from prunetune.host.options import EmptyConfig
+from prunetune.components.scoring import Scorer
 
 
 class LastFirstScorer(Scorer):

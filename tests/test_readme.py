@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from prunetune.groups import find_groups
-from prunetune.scoring import ScoreContext
+from prunetune.components.scoring import ScoreContext
+from prunetune.structure.groups import find_groups
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

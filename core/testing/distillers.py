@@ -21,8 +21,9 @@ import math
 import torch
 from torch import nn
 
-from prunetune.distillation import DistillBatch, Distiller, capture_outputs
-from prunetune.train import TrainRecipe, distill
+from prunetune.components.distillation import DistillBatch, Distiller, capture_outputs
+from prunetune.training.recipe import TrainRecipe
+from prunetune.training.train import distill
 
 __all__ = ["DistillerConformance", "TinyConvNet", "tiny_problem"]
 

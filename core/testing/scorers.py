@@ -21,8 +21,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from prunetune.groups import ChannelGroup, find_groups
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup, find_groups
 
 __all__ = [
     "ConformanceNet",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prunetune.data import DataSplits, fingerprint_tensors, split_validation
+from prunetune.components.data import DataSplits, fingerprint_tensors, split_validation
 from prunetune.errors import UsageError
 
 __all__ = ["check_limit", "existing_dir", "make_splits"]

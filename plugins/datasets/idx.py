@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunetune import hookimpl
-from prunetune.data import DatasetSource, DataSplits
+from prunetune.components.data import DatasetSource, DataSplits
 from prunetune.errors import UsageError
 from prunetune.plugins.datasets._common import check_limit, existing_dir, make_splits
 
 if TYPE_CHECKING:
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["IdxDataset", "read_split"]
 

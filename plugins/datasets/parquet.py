@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prunetune import hookimpl
-from prunetune.data import DatasetSource, DataSplits
+from prunetune.components.data import DatasetSource, DataSplits
 from prunetune.errors import UsageError
 from prunetune.plugins.datasets._common import check_limit, make_splits
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["ParquetDataset"]
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunetune.distillation import DistillBatch
+from prunetune.components.distillation import DistillBatch
 from prunetune.errors import UsageError
 
 __all__ = [

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunetune import hookimpl
-from prunetune.distillation import DistillBatch, Distiller
+from prunetune.components.distillation import DistillBatch, Distiller
 from prunetune.plugins.distillers._common import check_kd_weights, hard_soft_loss, match_layers
 
 if TYPE_CHECKING:
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["HintDistiller", "adapter_key", "prunetune_add_components"]
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from prunetune import hookimpl
-from prunetune.distillation import DistillBatch, Distiller
+from prunetune.components.distillation import DistillBatch, Distiller
 from prunetune.plugins.distillers._common import check_kd_weights, hard_soft_loss
 
 if TYPE_CHECKING:
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["HintonDistiller", "prunetune_add_components"]
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from prunetune import hookimpl
-from prunetune.distillation import DistillBatch, Distiller
+from prunetune.components.distillation import DistillBatch, Distiller
 
 if TYPE_CHECKING:
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["NoDistiller", "prunetune_add_components"]
 

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
-from prunetune.models import ModelFactory
+from prunetune.components.models import ModelFactory
 from prunetune.plugins.models._common import ConvBNAct, check_build_args, init_weights
 
 if TYPE_CHECKING:
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["InvertedResidual", "MobileNet", "MobileNetFactory", "prunetune_add_components"]
 

@@ -33,14 +33,14 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord, recorded_groups
+from prunetune.components.selection import group_ratios
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup, Member, find_groups
-from prunetune.masking import KeepMasked
-from prunetune.measure import count_macs_params
-from prunetune.plan import StudentPlan
-from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
-from prunetune.registry import Registry
-from prunetune.selection import group_ratios
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import ChannelGroup, Member, find_groups
+from prunetune.structure.masking import KeepMasked
+from prunetune.structure.measure import count_macs_params
+from prunetune.structure.plan import StudentPlan
 
 __all__ = ["Block", "BlockwisePruner", "prunetune_add_components"]
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
-from prunetune.options import EmptyConfig
-from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
-from prunetune.registry import Registry
-from prunetune.selection import select_channels
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord, recorded_groups
+from prunetune.components.selection import select_channels
+from prunetune.host.options import EmptyConfig
+from prunetune.host.registry import Registry
 
 __all__ = ["ChannelPruner"]
 

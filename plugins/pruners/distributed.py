@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup, find_groups
-from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
-from prunetune.selection import select_channels
+from prunetune.components.cluster import ensure_ray, loopback_ray
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord, recorded_groups
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.components.selection import select_channels
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import ChannelGroup, find_groups
 
 __all__ = [
     "DistributedPruner",
@@ -145,12 +146,8 @@ class DistributedPruner(Pruner):
         Ray). Each task takes a GPU where the cluster has one, else a CPU.
         """
         if self.config.address is None:
-            from prunetune.search import loopback_ray
-
             loopback_ray()  # an embedded Ray need not be reached from outside this machine
         import ray
-
-        from prunetune.tuning import ensure_ray
 
         ensure_ray(self.config.address)
         resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {"num_cpus": 1}

@@ -16,12 +16,12 @@ from torch import nn
 from tqdm import tqdm
 
 from prunetune import hookimpl
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord, recorded_groups
+from prunetune.components.selection import choose_removals, group_ratios
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup, find_groups
-from prunetune.plan import StudentPlan
-from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
-from prunetune.registry import Registry
-from prunetune.selection import choose_removals, group_ratios
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import ChannelGroup, find_groups
+from prunetune.structure.plan import StudentPlan
 
 __all__ = ["LayerwisePruner", "prunetune_add_components"]
 

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord
+from prunetune.components.selection import group_ratios
 from prunetune.errors import UsageError
-from prunetune.groups import classifier_name, find_groups
-from prunetune.measure import weight_sparsity
-from prunetune.options import EmptyConfig
-from prunetune.plan import StudentPlan
-from prunetune.masking import KeepMasked
-from prunetune.pruning import PruneJob, PruneRecord, Pruner
-from prunetune.registry import Registry
-from prunetune.selection import group_ratios
+from prunetune.host.options import EmptyConfig
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import classifier_name, find_groups
+from prunetune.structure.masking import KeepMasked
+from prunetune.structure.measure import weight_sparsity
+from prunetune.structure.plan import StudentPlan
 
 __all__ = ["MagnitudePruner", "prunetune_add_components", "smallest_weights"]
 

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup
-from prunetune.masking import KeepMasked
-from prunetune.options import EmptyConfig
-from prunetune.pruning import PruneJob, PruneRecord, Pruner, recorded_groups
-from prunetune.registry import Registry
-from prunetune.selection import select_channels
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord, recorded_groups
+from prunetune.components.selection import select_channels
+from prunetune.host.options import EmptyConfig
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.masking import KeepMasked
 
 __all__ = ["MaskPruner"]
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from prunetune.components.scoring import ScoreContext
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup, Member
-from prunetune.scoring import ScoreContext
+from prunetune.structure.groups import ChannelGroup, Member
 
 __all__ = [
     "channel_dim",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup
-from prunetune.options import EmptyConfig
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.options import EmptyConfig
+from prunetune.host.registry import Registry
 from prunetune.plugins.scorers._common import magnitude
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
 
 __all__ = ["BNScaleScorer", "prunetune_add_components"]
 

@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup, Member
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.registry import Registry
 from prunetune.plugins.scorers._common import channel_dim, eval_mode, magnitude
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup, Member
 
 __all__ = ["FlopsScorer", "prunetune_add_components"]
 

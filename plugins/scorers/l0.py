@@ -9,11 +9,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup, Member
-from prunetune.options import EmptyConfig
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.options import EmptyConfig
+from prunetune.host.registry import Registry
 from prunetune.plugins.scorers._common import channel_dim, eval_mode, require_calibration
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup, Member
 
 __all__ = ["L0Scorer", "prunetune_add_components"]
 

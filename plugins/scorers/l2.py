@@ -7,10 +7,10 @@ import dataclasses
 import torch
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.registry import Registry
 from prunetune.plugins.scorers._common import magnitude
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
 
 __all__ = ["L2Scorer", "prunetune_add_components"]
 

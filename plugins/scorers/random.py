@@ -8,9 +8,9 @@ import zlib
 import torch
 
 from prunetune import hookimpl
-from prunetune.groups import ChannelGroup
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import ChannelGroup
 
 __all__ = ["RandomScorer", "prunetune_add_components"]
 

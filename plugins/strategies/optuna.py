@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
-from prunetune.strategy import Strategy
+from prunetune.components.strategy import Strategy
 
 if TYPE_CHECKING:
     import optuna
     from ray.tune.search import Searcher
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = ["SAMPLERS", "OptunaStrategy", "prunetune_add_components"]
 

@@ -31,16 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
+from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, KERNEL_PREFIX, DefineByRun, check_kernel_sizes
+from prunetune.components.strategy import Strategy
 from prunetune.errors import UsageError
-from prunetune.search_spaces._common import DEFAULT_KERNEL_SIZES, check_kernel_sizes
-from prunetune.spaces import KERNEL_PREFIX
-from prunetune.strategy import Strategy
 
 if TYPE_CHECKING:
     import optuna
     from ray.tune.search import Searcher
 
-    from prunetune.registry import Registry
+    from prunetune.host.registry import Registry
 
 __all__ = [
     "GreedyKernelSearch",
@@ -314,7 +313,7 @@ class StructureDiversityStrategy(Strategy):
     ) -> StructureDiversitySearch:
         """The greedy searcher, starting from ``points_to_evaluate[0]``; see :meth:`Strategy.searcher`.
 
-        ``space`` is a :class:`~prunetune.spaces.DefineByRun`: its structure names the layers
+        ``space`` is a :class:`~prunetune.components.spaces.DefineByRun`: its structure names the layers
         and its space gives the kernel sizes and the constants. Other points are not used.
 
         Raises:
@@ -326,18 +325,19 @@ class StructureDiversityStrategy(Strategy):
         if not points_to_evaluate:
             raise UsageError("strategy 'structure_diversity' starts from the search space's baseline, "
                              "and this space has none")
-        bound = getattr(space, "space", None)
-        structure = getattr(space, "structure", None)
-        if structure is None:
+        if not isinstance(space, DefineByRun):
             raise UsageError(
                 "strategy 'structure_diversity' needs a search space bound to the teacher's structure")
         return _ray_searcher_class()(
             baseline=points_to_evaluate[0],
-            layers=self._layers(structure.kernels),
-            sizes=self.config.kernel_sizes or _space_sizes(bound),
-            constants=bound.constants() if bound is not None else {},
+            layers=self._layers(space.structure.kernels),
+            sizes=self.config.kernel_sizes or space.space.kernel_sizes() or DEFAULT_KERNEL_SIZES,
+            constants=space.space.constants(),
             stop_early=self.config.stop_early,
         )
+
+    def kernel_sizes(self) -> tuple[int, ...]:
+        return tuple(self.config.kernel_sizes or ())
 
     def _layers(self, kernels: Mapping[str, int]) -> dict[str, int]:
         unknown = [name for name in self.config.layers if name not in kernels]
@@ -347,11 +347,6 @@ class StructureDiversityStrategy(Strategy):
                 f"strategy 'structure_diversity': no resizable conv {', '.join(unknown)} (valid: {valid})")
         wanted = set(self.config.layers or kernels)
         return {name: size for name, size in kernels.items() if name in wanted}
-
-
-def _space_sizes(space: Any) -> tuple[int, ...]:
-    """The kernel sizes ``space`` searches, else the default ones."""
-    return tuple(getattr(getattr(space, "config", None), "kernel_sizes", None) or DEFAULT_KERNEL_SIZES)
 
 
 @hookimpl

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.components.spaces import ModelStructure
 from prunetune.plugins.models.resnet import ResNetFactory
-from prunetune.spaces import ModelStructure
 
 
 @pytest.fixture(scope="module")

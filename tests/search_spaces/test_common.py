@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from prunetune.components.spaces import check_kernel_sizes
 from prunetune.search_spaces._common import (
     check_choices,
-    check_kernel_sizes,
     check_ratio_options,
     nearest_kernel,
     ratio_grid_top,

@@ -11,12 +11,12 @@ import warnings
 import optuna
 import pytest
 
+from prunetune.components.selection import group_ratios
+from prunetune.components.spaces import Candidate, SearchSpace
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
-from prunetune.kernels import apply_kernels
-from prunetune.registry import Registry
-from prunetune.selection import group_ratios
-from prunetune.spaces import Candidate, SearchSpace
+from prunetune.host.registry import Registry
+from prunetune.structure.groups import find_groups
+from prunetune.structure.kernels import apply_kernels
 
 SPACES = ["per_layer", "uniform", "ratio_only", "kernel_only"]
 CHOICES = {"scorers": ("l1", "l2"), "distillers": ("hinton", "none"), "search_temperature": True}

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prunetune.data import DataSplits
+from prunetune.components.data import DataSplits
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prunetune.data import DataSplits
+from prunetune.components.data import DataSplits
 from prunetune.errors import UsageError
 from prunetune.plugins.datasets.cifar10 import Cifar10Dataset
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from prunetune.data import split_validation
+from prunetune.components.data import split_validation
 from prunetune.errors import UsageError
 from prunetune.plugins.datasets._common import check_limit, existing_dir, make_splits
 

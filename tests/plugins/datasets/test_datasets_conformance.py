@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from prunetune.data import DatasetSource, DataSplits
+from prunetune.components.data import DatasetSource, DataSplits
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.datasets import cifar10, fashion_mnist_demo, idx, parquet
-from prunetune.registry import Registry
 
 MODULES = {
     "fashion_mnist_demo": fashion_mnist_demo,

@@ -7,9 +7,9 @@ from types import ModuleType
 
 import pytest
 
-from prunetune.data import DatasetSource
+from prunetune.components.data import DatasetSource
+from prunetune.host.registry import Registry
 from prunetune.plugins.datasets import cifar10, fashion_mnist_demo, idx, parquet
-from prunetune.registry import Registry
 
 PLUGINS = [
     ("fashion_mnist_demo", fashion_mnist_demo, fashion_mnist_demo.FashionMnistDemo),
@@ -39,7 +39,7 @@ def test_config_is_frozen_with_defaults(name: str, module: ModuleType, cls: type
 
 
 def test_host_offers_every_dataset() -> None:
-    from prunetune.host import Host
+    from prunetune.host.manager import Host
 
     try:
         registry = Host.create().registry

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from prunetune.data import DataSplits
+from prunetune.components.data import DataSplits
 from prunetune.errors import UsageError
-from prunetune.options import build_config
+from prunetune.host.options import build_config
 from prunetune.plugins.datasets.parquet import ParquetDataset
 
 RNG = np.random.default_rng(0)

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunetune.distillation import DistillBatch
+from prunetune.components.distillation import DistillBatch
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.distillers import attention
 from prunetune.plugins.distillers.attention import AttentionDistiller, attention_map
-from prunetune.registry import Registry
 from prunetune.testing.distillers import DistillerConformance, TinyConvNet, tiny_problem
 
 

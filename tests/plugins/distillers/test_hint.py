@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.distillation import DistillBatch, capture_outputs
+from prunetune.components.distillation import DistillBatch, capture_outputs
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.distillers import hint
 from prunetune.plugins.distillers.hint import HintDistiller
-from prunetune.registry import Registry
 from prunetune.testing.distillers import DistillerConformance, TinyConvNet, tiny_problem
 
 

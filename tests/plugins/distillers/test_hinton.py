@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunetune.distillation import DistillBatch
+from prunetune.components.distillation import DistillBatch
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.distillers import hinton
 from prunetune.plugins.distillers._common import kd_kl_term
 from prunetune.plugins.distillers.hinton import HintonDistiller
-from prunetune.registry import Registry
 from prunetune.testing.distillers import DistillerConformance
 
 

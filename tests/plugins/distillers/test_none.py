@@ -5,14 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prunetune import hookspecs
-from prunetune.distillation import DistillBatch
+from prunetune.components.distillation import DistillBatch
 from prunetune.errors import UsageError
+from prunetune.host import hookspecs
+from prunetune.host.registry import Registry
 from prunetune.plugins.distillers import none
 from prunetune.plugins.distillers.none import NoDistiller
-from prunetune.registry import Registry
 from prunetune.testing.distillers import DistillerConformance, TinyConvNet, tiny_problem
-from prunetune.train import TrainRecipe, distill
+from prunetune.training.recipe import TrainRecipe
+from prunetune.training.train import distill
 
 
 class TestNoDistillerConformance(DistillerConformance):

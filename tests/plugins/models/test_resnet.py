@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunetune.groups import find_groups
 from prunetune.plugins.models.resnet import BasicBlock, ResNetFactory
+from prunetune.structure.groups import find_groups
 
 
 def _build(**options) -> nn.Module:

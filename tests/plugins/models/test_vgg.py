@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
+from prunetune.host.registry import Registry
 from prunetune.plugins.models import vgg
-from prunetune.registry import Registry
+from prunetune.structure.groups import find_groups
 
 
 def _build(size: int = 28, **options) -> nn.Module:

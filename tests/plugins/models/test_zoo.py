@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.components.models import ModelFactory
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
-from prunetune.kernels import apply_kernels, kernel_layers
-from prunetune.models import ModelFactory
+from prunetune.host.registry import Registry
 from prunetune.plugins.models import mobilenet, resnet, vgg
-from prunetune.registry import Registry
+from prunetune.structure.groups import find_groups
+from prunetune.structure.kernels import apply_kernels, kernel_layers
 
 # name, plugin module, factory, small options that keep the tests fast
 ZOO = [

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.components.pruning import PruneJob, PruneRecord
+from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup
-from prunetune.measure import count_macs_params
-from prunetune.plan import StudentPlan
+from prunetune.host.registry import Registry
 from prunetune.plugins.pruners.blockwise import BlockwisePruner, prunetune_add_components
 from prunetune.plugins.scorers.l1 import L1Scorer
-from prunetune.pruning import PruneJob, PruneRecord
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.measure import count_macs_params
+from prunetune.structure.plan import StudentPlan
 from tests.core.toy import ConcatDepthwise, Residual
 
 SHAPE = (3, 6, 6)

@@ -6,12 +6,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prunetune.groups import ChannelGroup
-from prunetune.measure import count_macs_params
-from prunetune.plan import StudentPlan
+from prunetune.components.pruning import PruneJob, PruneRecord
+from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.plugins.pruners.channel import ChannelPruner
-from prunetune.pruning import PruneJob, PruneRecord
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.measure import count_macs_params
+from prunetune.structure.plan import StudentPlan
 from tests.core.toy import ConcatDepthwise, Residual
 
 

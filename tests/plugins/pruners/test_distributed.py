@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.groups import find_groups
-from prunetune.host import Host
-from prunetune.options import EmptyConfig
-from prunetune.plan import StudentPlan
+from prunetune.components.pruning import PruneJob, Pruner, PruneRecord
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.host.manager import Host
+from prunetune.host.options import EmptyConfig
 from prunetune.plugins.pruners.channel import ChannelPruner
 from prunetune.plugins.pruners.distributed import DistributedPruner, group_cost, partition, shares
 from prunetune.plugins.scorers.l1 import L1Scorer
 from prunetune.plugins.scorers.taylor import TaylorScorer
-from prunetune.pruning import PruneJob, PruneRecord, Pruner
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import find_groups
+from prunetune.structure.plan import StudentPlan
 
 EXAMPLE = torch.randn(1, 1, 28, 28)
 

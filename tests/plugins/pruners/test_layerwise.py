@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.components.pruning import PruneJob, PruneRecord
+from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup
-from prunetune.plan import StudentPlan
+from prunetune.host.registry import Registry
 from prunetune.plugins.pruners.channel import ChannelPruner
 from prunetune.plugins.pruners.layerwise import LayerwisePruner, prunetune_add_components
 from prunetune.plugins.scorers.bn_scale import BNScaleScorer
-from prunetune.pruning import PruneJob, PruneRecord
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.plan import StudentPlan
 from tests.core.toy import ConcatDepthwise, Residual
 
 EXAMPLE = torch.randn(1, 3, 8, 8)

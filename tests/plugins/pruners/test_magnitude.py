@@ -1,18 +1,17 @@
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 
+from prunetune.components.pruning import PruneJob, PruneRecord
+from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.errors import UsageError
-from prunetune.groups import ChannelGroup
-from prunetune.measure import count_macs_params, weight_sparsity
-from prunetune.plan import StudentPlan
+from prunetune.host.registry import Registry
 from prunetune.plugins.pruners.magnitude import MagnitudePruner, prunetune_add_components, smallest_weights
-from prunetune.pruning import PruneJob, PruneRecord
-from prunetune.registry import Registry
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.measure import count_macs_params, weight_sparsity
+from prunetune.structure.plan import StudentPlan
 from tests.core.toy import Residual
 
 EXAMPLE = torch.randn(1, 3, 8, 8)

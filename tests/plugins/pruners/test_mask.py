@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import torch
 
-from prunetune.groups import ChannelGroup
-from prunetune.measure import count_macs_params, weight_sparsity
-from prunetune.plan import StudentPlan
+from prunetune.components.pruning import PruneJob
+from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.plugins.pruners.mask import MaskPruner
-from prunetune.pruning import PruneJob
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import ChannelGroup
+from prunetune.structure.measure import count_macs_params, weight_sparsity
+from prunetune.structure.plan import StudentPlan
 from tests.core.toy import ConcatDepthwise, Residual
 
 

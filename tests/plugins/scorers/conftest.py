@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunetune.groups import find_groups
-from prunetune.scoring import ScoreContext, Scorer
+from prunetune.components.scoring import ScoreContext, Scorer
+from prunetune.structure.groups import find_groups
 
 ScoreFn = Callable[..., dict[str, torch.Tensor]]
 

@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
+from prunetune.host.registry import Registry
 from prunetune.plugins.scorers import flops
 from prunetune.plugins.scorers.flops import FlopsScorer
 from prunetune.plugins.scorers.l1 import L1Scorer
-from prunetune.registry import Registry
+from prunetune.structure.groups import find_groups
 
 
 class _Branches(nn.Module):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from prunetune.components.scoring import ScoreContext
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
 from prunetune.plugins.scorers.l0 import L0Scorer
-from prunetune.scoring import ScoreContext
+from prunetune.structure.groups import find_groups
 from prunetune.testing.scorers import conformance_context, conformance_model
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from prunetune.groups import find_groups
 from prunetune.plugins.scorers.random import RandomScorer
+from prunetune.structure.groups import find_groups
 from prunetune.testing.scorers import conformance_context, conformance_model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prunetune.components.scoring import Scorer
 from prunetune.plugins.scorers.bn_scale import BNScaleScorer
 from prunetune.plugins.scorers.flops import FlopsScorer
 from prunetune.plugins.scorers.l0 import L0Scorer
@@ -9,7 +10,6 @@ from prunetune.plugins.scorers.l1 import L1Scorer
 from prunetune.plugins.scorers.l2 import L2Scorer
 from prunetune.plugins.scorers.random import RandomScorer
 from prunetune.plugins.scorers.taylor import TaylorScorer
-from prunetune.scoring import Scorer
 from prunetune.testing.scorers import ScorerConformance
 
 

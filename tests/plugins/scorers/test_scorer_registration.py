@@ -4,9 +4,9 @@ import importlib
 
 import pytest
 
+from prunetune.components.scoring import Scorer
 from prunetune.errors import UsageError
-from prunetune.registry import Registry
-from prunetune.scoring import Scorer
+from prunetune.host.registry import Registry
 
 NAMES = ["l0", "l1", "l2", "flops", "taylor", "bn_scale", "random"]
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunetune.components.scoring import ScoreContext
 from prunetune.errors import UsageError
-from prunetune.groups import find_groups
 from prunetune.plugins.scorers.taylor import TaylorScorer
-from prunetune.scoring import ScoreContext
+from prunetune.structure.groups import find_groups
 
 
 def _mlp() -> nn.Sequential:

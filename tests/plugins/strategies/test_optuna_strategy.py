@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from prunetune.components.spaces import Candidate, ModelStructure
+from prunetune.components.strategy import Strategy
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.strategies.optuna import SAMPLERS, OptunaStrategy, prunetune_add_components
-from prunetune.registry import Registry
 from prunetune.search_spaces.per_layer import PerLayerSpace
-from prunetune.spaces import Candidate, ModelStructure
-from prunetune.strategy import Strategy
 
 pytest.importorskip("ray.tune.search.optuna")
 

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from prunetune.components.spaces import DefineByRun, ModelStructure
+from prunetune.components.strategy import Strategy
 from prunetune.errors import UsageError
+from prunetune.host.registry import Registry
 from prunetune.plugins.strategies import structure_diversity
 from prunetune.plugins.strategies.structure_diversity import (
     FINISHED,
@@ -20,11 +23,8 @@ from prunetune.plugins.strategies.structure_diversity import (
     StructureDiversityStrategy,
     prunetune_add_components,
 )
-from prunetune.registry import Registry
 from prunetune.search_spaces.kernel_only import KernelOnlySpace
 from prunetune.search_spaces.per_layer import PerLayerSpace
-from prunetune.spaces import DefineByRun, ModelStructure
-from prunetune.strategy import Strategy
 
 pytest.importorskip("ray.tune")
 
@@ -281,7 +281,7 @@ def test_what_the_strategy_cannot_do_is_a_usage_error(call: Callable[[], object]
 
 
 def _host() -> Any:
-    from prunetune.host import Host
+    from prunetune.host.manager import Host
 
     host = Host.create()
     if "structure_diversity" in host.registry.names("strategy"):
@@ -313,8 +313,9 @@ def test_tune_runs_the_searcher_to_the_known_best_structure(tmp_path: Path, ray_
 
 
 def test_a_search_lands_its_candidates_in_the_leaderboard(tmp_path: Path, ray_cluster: Any) -> None:
-    from prunetune.leaderboard import Leaderboard
-    from prunetune.search import SearchSpec, run_search
+    from prunetune.results.leaderboard import Leaderboard
+    from prunetune.search.run import run_search
+    from prunetune.search.spec import SearchSpec
 
     spec = SearchSpec(
         name="diversity", strategy="structure_diversity", dataset_options={"limit": 300}, model_options={"width": 4},

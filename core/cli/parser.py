@@ -1,0 +1,197 @@
+"""The ``prunetune`` command line's arguments: one parser per command, the shared job options
+with their defaults read from the specs (imported without torch, so ``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from prunetune.jobs.spec import JobSpec
+from prunetune.training.recipe import SCHEDULES
+
+__all__ = ["build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # "prunetune: error:" as every other mistake, whichever subcommand's parser found it.
+        self.exit(2, f"prunetune: error: {message} (see {self.prog} --help)\n")
+
+
+def _kv(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=VALUE")
+    return key, val
+
+
+def _latency_cap(value: str) -> float | str:
+    word = value.strip().lower()
+    if word in ("uniform", "none"):
+        return word
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, uniform or none, got {value!r}") from None
+
+
+def _add_component_options(parser: argparse.ArgumentParser, kinds: Sequence[str]) -> None:
+    for kind in kinds:
+        parser.add_argument(
+            f"--{kind}-opt", action="append", default=[], metavar="KEY=VALUE",
+            help=f"an option of the {kind} (repeatable; `prunetune plugins` lists the components)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="prunetune",
+        description="Compress a trained CNN into a smaller, faster student: structured channel "
+        "pruning, kernel-size changes and knowledge distillation, searched per layer with Ray Tune "
+        "and Optuna.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    sub.add_parser("plugins", help="list every component: kind, name, origin, description")
+
+    c = sub.add_parser(
+        "compress",
+        help="prune, distil and fine-tune one student; print it beside the teacher; save it",
+        description="Teacher (checkpoint, cache, or trained once) -> kernel changes -> pruning "
+        "-> distillation -> fine-tuning -> measurement on the test split.",
+    )
+    _add_job_arguments(c, f"peak SGD learning rate of distillation; fine-tuning uses a tenth (default: {JobSpec.lr})")
+    c.add_argument("--ratio", type=float, default=None,
+                   help="pruning ratio of every group, in [0, 1) (default: the plan file's, else 0.5)")
+    c.add_argument("--layer-ratio", type=_kv, action="append", default=[], metavar="LAYER=RATIO",
+                   help="ratio of the group of LAYER (repeatable; overrides --ratio)")
+    c.add_argument("--kernel", type=_kv, action="append", default=[], metavar="LAYER=SIZE",
+                   help="new odd kernel size of conv LAYER (repeatable)")
+    c.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this (e.g. 8)")
+    c.add_argument("--macs-target", type=float, default=None, metavar="FRACTION",
+                   help="global ranking: cut the lowest-ranked channels of all groups until MACs are at most this share (ratios are then ignored)")
+    c.add_argument("--max-ratio", type=float, default=None, help="global ranking: no group loses more than this share (default: 0.9)")
+    c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
+    c.add_argument("--from", dest="start_from", default=None, metavar="STUDENT",
+                   help="train a saved student further instead of pruning the teacher: compress's or search's "
+                   "output, or a search trial's checkpoint (its plan is kept; give no plan options)")
+    c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
+    # CompressSpec's default; compress imports torch, which --help must not.
+    c.add_argument("--finetune-epochs", type=int, default=0, help="cross-entropy fine-tuning epochs after distillation (default: 0)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    c.add_argument("--out", default="student.pt", help="where to write the student (default: student.pt)")
+    _add_component_options(c, ("model", "dataset", "scorer", "pruner", "distiller"))
+
+    _add_search_parser(sub)
+    _add_leaderboard_parser(sub)
+    _add_rerun_parser(sub)
+
+    e = sub.add_parser("evaluate", help="reload a student and measure it on its test split")
+    e.add_argument("checkpoint", help="a student file written by compress or search")
+    e.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                   help="the factory of a student built from one: a file never makes prunetune import code")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    return parser
+
+
+def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
+    """The options compress and search share (:class:`prunetune.jobs.spec.JobSpec`)."""
+    p.add_argument("--model", default=None, help="zoo model name or package.module:factory (default: resnet)")
+    p.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo, bundled)")
+    p.add_argument("--scorer", default="l1", help="which channels matter (default: l1)")
+    p.add_argument("--pruner", default="channel", help="how to cut (default: channel)")
+    p.add_argument("--distiller", default="hinton", help="how to teach (default: hinton)")
+    p.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
+    p.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
+    p.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
+    p.add_argument("--batch-size", type=int, default=JobSpec.batch_size,
+                   help=f"of every training stage, the teacher's too (default: {JobSpec.batch_size})")
+    p.add_argument("--lr", type=float, default=JobSpec.lr, help=lr_help)
+
+    p.add_argument("--schedule", choices=SCHEDULES, default=JobSpec.schedule,
+                   help=f"learning-rate schedule of the students' training stages; onecycle warms up to --lr, "
+                   f"then anneals (default: {JobSpec.schedule})")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=JobSpec.nesterov,
+                   help=f"Nesterov momentum in the students' SGD (default: {'on' if JobSpec.nesterov else 'off'})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation (default: 0.1)")
+    p.add_argument("--quiet", action="store_true", help="no progress output (there is none when stderr is not a terminal)")
+
+
+def _add_search_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "search",
+        help="search per-layer ratios and kernel sizes with Ray Tune + Optuna; keep the best student",
+        description="Every trial builds a student from a sampled plan, distils it for --epochs and "
+        "reports validation accuracy; the best feasible trial is distilled again for --final-epochs, "
+        "measured once on the test split and saved as best_student.pt in the run folder.",
+    )
+    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted search in RUN_DIR (other options are taken from it)")
+    _add_job_arguments(s, f"peak SGD learning rate of every trial's and the kept student's distillation (default: {JobSpec.lr})")
+    s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
+    s.add_argument("--strategy", default="optuna", help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
+                   "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")
+    s.add_argument("--max-macs", type=float, default=None, metavar="FRACTION",
+                   help="MACs budget relative to the teacher, e.g. 0.25; over-budget plans are repaired before training")
+    s.add_argument("--max-latency", type=_latency_cap, default=None, metavar="MS|uniform|none",
+                   help="latency budget: milliseconds per batch of --latency-batch on --latency-threads, predicted by "
+                   "a per-layer table timed once per machine; over-budget plans are repaired like over-MACs ones. "
+                   "uniform (the default with --max-macs): never slower than the uniform student of the MACs budget, "
+                   "also checked by timing before final training; none: no latency cap, accuracy alone")
+    s.add_argument("--latency-batch", type=int, default=256, help="images per batch of --max-latency and of trials' latency (default: 256)")
+    s.add_argument("--latency-threads", type=int, default=None,
+                   help="torch threads latency is timed with (default: this process's, torch.get_num_threads())")
+    s.add_argument("--max-ratio", type=float, default=0.9, help="no group is cut by more than this (default: 0.9)")
+    s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
+    s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency (as --max-latency predicts it) for a Pareto search (default: accuracy)")
+    s.add_argument("--num-samples", type=int, default=12, help="trials (default: 12)")
+    s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's CPUs, or GPUs, hold)")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    s.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops bad trials early")
+    s.add_argument("--address", default=None, help="an existing Ray cluster (default: an embedded local Ray)")
+    s.add_argument("--storage", default=None, help="where Tune keeps the experiment: a folder or a URI such as s3://bucket/path (default: the run folder)")
+    s.add_argument("--epochs", type=int, default=2, help="distillation epochs per trial (default: 2)")
+    s.add_argument("--final-epochs", type=int, default=5, help="distillation epochs of the kept student (default: 5)")
+    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
+    s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
+    s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
+    s.add_argument("--screen", type=int, default=0, metavar="N",
+                   help="screen N random plans with the adaptive-BN proxy before the trials; the best ones are "
+                   "tried first (needs --max-macs; default: 0, off)")
+    _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
+
+
+def _add_rerun_parser(sub: Any) -> None:
+    r = sub.add_parser(
+        "rerun",
+        help="train one search trial again from its leaderboard row and check its validation accuracy",
+        description="Rebuilds the trial's student from its row's parameters and the run's search.json "
+        "(the teacher from the cache), distils it in this process as the trial did, and prints the row "
+        "against the rerun. Exit 0 when the validation accuracies agree within --tolerance, 1 when not. "
+        "Nothing is written.",
+    )
+    r.add_argument("run_id", metavar="RUN_ID", help="the run, a folder in --runs")
+    r.add_argument("trial_id", metavar="TRIAL_ID", help="the trial's id on the leaderboard")
+    r.add_argument("--leaderboard", default=None, metavar="DIR", help="the leaderboard folder (default: the run's)")
+    r.add_argument("--runs", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
+    r.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                   help="the run's model, when it is a factory: a run folder never makes prunetune import code")
+    r.add_argument("--tolerance", type=float, default=None, metavar="PTS",
+                   help="accuracy points the rerun may differ by (default: 0, exact, for a trial trained on the "
+                   "CPU; 1 for one trained on a GPU, which a machine without one reruns only when this is given)")
+
+
+def _add_leaderboard_parser(sub: Any) -> None:
+    lb = sub.add_parser("leaderboard", help="show, filter, compare and check the Parquet leaderboard")
+    lb.add_argument(
+        "action", choices=("show", "pareto", "compare", "check"),
+        help="check: list the files that reading skips (not Parquet, truncated, another schema); exit 1 if any",
+    )
+    lb.add_argument("runs", nargs="*", metavar="RUN", help="compare: two run ids; show/pareto: optional run ids")
+    lb.add_argument("--dir", default="leaderboard", help="the leaderboard folder (default: leaderboard)")
+    lb.add_argument("--model", default=None)
+    lb.add_argument("--dataset", default=None)
+    lb.add_argument("--format", default="table", choices=("table", "csv", "json"))

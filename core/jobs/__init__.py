@@ -1,0 +1,1 @@
+"""One-student jobs: the shared settings, compress and evaluate."""

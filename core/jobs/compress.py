@@ -1,0 +1,245 @@
+"""The ``compress`` job: one student through every stage of the design notes.
+
+Stages: teacher (checkpoint, cache, or trained once), kernel-size changes and pruning,
+distillation, fine-tuning, then measurement of teacher and student on the test split. With
+``start_from`` (``--from``) a saved student takes the place of the first two: it is trained
+further, its plan unchanged.
+Everything the user named is resolved and checked before any training or writing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunetune.components.data import DataSplits
+from prunetune.components.models import ModelFactory, resolve_model
+from prunetune.components.selection import group_ratios
+from prunetune.errors import TrainingDiverged, UsageError
+from prunetune.host.manager import Host
+from prunetune.jobs.spec import JobSpec
+from prunetune.results.checkpoint import load_student, save_student
+from prunetune.structure.groups import find_groups
+from prunetune.structure.kernels import apply_kernels
+from prunetune.structure.measure import Measurement, measure
+from prunetune.structure.plan import StudentPlan
+from prunetune.student.surgery import build_student, check_output_shape
+from prunetune.training.devices import select_device
+from prunetune.training.loop import count_non_finite, evaluate
+from prunetune.training.recipe import TrainRecipe
+from prunetune.training.teacher import obtain_teacher
+from prunetune.training.train import distill, make_retrainer, train_supervised
+
+__all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan", "run_compress"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressSpec(JobSpec):
+    """Everything ``prunetune compress`` takes: the shared settings, the plan and its stages."""
+
+    plan: StudentPlan = dataclasses.field(default_factory=lambda: StudentPlan(ratio=0.5))
+    epochs: int = 3
+    # Hinton KD at alpha 0.5 already weighs the labels; a CE epoch at lr/10 after it cost accuracy.
+    finetune_epochs: int = 0
+    calibration_batches: int = 4
+    device: str = "auto"
+    out: str | None = "student.pt"
+    #: A saved student (compress's or search's output, or a search trial's checkpoint) to train
+    #: further instead of pruning the teacher; its own plan stands, so ``plan`` stays the default.
+    start_from: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("epochs", "finetune_epochs", "calibration_batches"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.start_from is not None and self.plan != StudentPlan(ratio=0.5):
+            raise UsageError(f"--from {self.start_from} trains that student further with its own plan: "
+                             "give no plan (--plan, --ratio, --layer-ratio, --kernel, --round-to, --macs-target, "
+                             "--max-ratio) with it")
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What one compress run produced."""
+
+    teacher: Measurement
+    student: Measurement
+    student_val_accuracy: float
+    teacher_source: str
+    history: list[dict[str, Any]]
+    meta: dict[str, Any]
+    model: nn.Module
+
+
+def _check_output(out: str | None) -> None:
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out!r} is a folder; give the student's file name, e.g. {str(path / 'student.pt')!r}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--out {out!r} exists and is not writable")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output folder {str(parent)!r} is not writable")
+
+
+def build_teacher_model(factory: ModelFactory, data: DataSplits, model_name: str) -> nn.Module:
+    """Build the teacher architecture and check that it takes the data's images.
+
+    Raises:
+        UsageError: the model cannot take this image shape, or does not output one logit
+            per class.
+    """
+    c, h, w = data.input_shape
+    if h != w:
+        raise UsageError(f"images are {h}x{w}; models take square images only")
+    model = factory.build(c, data.num_classes, h)
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.train_x[:2])
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise UsageError(f"model {model_name!r} cannot take images of shape {c}x{h}x{w}: {reason}") from None
+    if out.shape != (2, data.num_classes):
+        raise UsageError(
+            f"model {model_name!r} outputs shape {tuple(out.shape[1:])} per image, "
+            f"expected ({data.num_classes},) for {data.num_classes} classes"
+        )
+    return model
+
+
+def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor) -> None:
+    """Fail early, before any training, on a plan that does not fit ``model``.
+
+    Raises:
+        UsageError: a kernel change or a per-layer ratio names a layer the model cannot take it for.
+    """
+    probe = copy.deepcopy(model)
+    apply_kernels(probe, plan.kernels)
+    group_ratios(find_groups(probe, example_input), plan)
+
+
+def _saved_student(registry: Any, path: str, model_spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The student of ``--from`` and its description, checked to be of this job's model and data."""
+    student, saved = load_student(registry, path, model_spec["model"])
+    theirs = {"model": saved["model"], "model_options": {k: str(v) for k, v in saved.get("model_options", {}).items()},
+              "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
+    ours = {**model_spec, "model_options": {k: str(v) for k, v in model_spec["model_options"].items()}}
+    differ = [f"{key} {theirs[key]} (this job: {ours[key]})" for key in theirs if theirs[key] != ours[key]]
+    if differ:
+        raise UsageError(f"--from {path}: that student was made for another model or data: {'; '.join(differ)}")
+    return student, saved
+
+
+def run_compress(
+    spec: CompressSpec,
+    host: Host | None = None,
+    echo: Callable[[str], None] = print,
+) -> CompressResult:
+    """Run every stage for one student and (if ``spec.out``) write it.
+
+    Raises:
+        UsageError: any bad input, before anything is trained or written.
+        TrainingDiverged: a stage's loss or the student's weights stopped being finite;
+            nothing is written.
+    """
+    host = host or Host.create()
+    registry = host.registry
+    device = select_device(spec.device)
+    _check_output(spec.out)
+    scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
+    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
+    if spec.start_from is None:
+        pruner.check(spec.plan)
+    distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
+    factory = resolve_model(registry, spec.model, spec.model_options)
+    source = registry.create("dataset", spec.dataset, spec.dataset_options)
+    if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
+        raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
+
+    data = source.load(spec.seed, spec.val_fraction)
+    model_spec = {"model": spec.model, "model_options": dict(spec.model_options),
+                  "input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    if spec.start_from is None:
+        check_plan(build_teacher_model(factory, data, spec.model), spec.plan, data.train_x[:1])
+        start = None
+    else:
+        start = _saved_student(registry, spec.start_from, model_spec)
+    c, h, _ = data.input_shape
+    teacher_recipe = TrainRecipe(
+        epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed
+    )
+    teacher, teacher_source = obtain_teacher(
+        lambda: factory.build(c, data.num_classes, h), model_spec, data, teacher_recipe, device,
+        checkpoint=spec.teacher_checkpoint, progress=spec.progress,
+    )
+    echo(f"teacher: {teacher_source}")
+
+    example = data.train_x[:1].to(device)
+    calibration = [
+        (data.train_x[i : i + 64].to(device), data.train_y[i : i + 64].to(device))
+        for i in range(0, min(len(data.train_x), 64 * spec.calibration_batches), 64)
+    ]
+    if start is None:
+        retrain = make_retrainer(teacher, distiller, data.train_x, data.train_y, device,
+                                 batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+        student, record = build_student(
+            teacher, spec.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain
+        )
+        check_output_shape(spec.pruner, teacher, student, example)
+        built = {"plan": spec.plan.to_dict(), "scorer": spec.scorer, "pruner": spec.pruner,
+                 "pruner_options": dict(spec.pruner_options), "record": record.to_dict()}
+    else:
+        student, saved = start
+        built = {"plan": saved["plan"], "scorer": saved.get("scorer"), "pruner": saved["pruner"],
+                 "pruner_options": saved.get("pruner_options", {}), "record": saved["record"],
+                 "started_from": str(Path(str(spec.start_from)).resolve())}
+    student.to(device)
+
+    recipe = TrainRecipe(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
+                         schedule=spec.schedule, nesterov=spec.nesterov)
+    history = distill(
+        student, teacher, distiller, data.train_x, data.train_y, recipe, device,
+        val=(data.val_x, data.val_y), progress=spec.progress,
+    ) if spec.epochs else []
+    if spec.finetune_epochs:
+        finetune = TrainRecipe(epochs=spec.finetune_epochs, batch_size=spec.batch_size,
+                               lr=spec.lr * 0.1, seed=spec.seed + 1, schedule=spec.schedule, nesterov=spec.nesterov)
+        train_supervised(student, data.train_x, data.train_y, finetune, device,
+                         progress=spec.progress, desc="fine-tune")
+
+    # The stages check as they train; this also covers a student no stage trained (0 epochs).
+    bad, total = count_non_finite(student.state_dict().values())
+    if bad:
+        raise TrainingDiverged(f"the student's weights are not finite ({bad} of {total} tensors); nothing written")
+    val_accuracy, _ = evaluate(student, data.val_x, data.val_y, device)
+    teacher_acc, _ = evaluate(teacher, data.test_x, data.test_y, device)
+    student_acc, _ = evaluate(student, data.test_x, data.test_y, device)
+    teacher_m = measure(teacher, teacher_acc, data.input_shape)
+    student_m = measure(student, student_acc, data.input_shape)
+
+    meta = {
+        **model_spec,
+        "dataset": spec.dataset,
+        "dataset_options": dict(spec.dataset_options),
+        "seed": spec.seed,
+        "val_fraction": spec.val_fraction,
+        **built,
+        "distiller": spec.distiller,
+        "metrics": {"val_accuracy": val_accuracy, **student_m.to_dict()},
+        "teacher_metrics": teacher_m.to_dict(),
+    }
+    if spec.out is not None:
+        save_student(spec.out, student, meta)
+    return CompressResult(teacher_m, student_m, val_accuracy, teacher_source, history, meta, student)

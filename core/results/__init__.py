@@ -1,0 +1,1 @@
+"""What a job leaves behind: student checkpoints, the Parquet leaderboard, reports and plots."""

@@ -1,0 +1,1 @@
+"""Training loops: the teacher, supervised training and distillation, devices."""
