@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from prunetune.jobs.compress import CompressSpec, run_compress
+from prunetune.jobs.compress import run_compress
+from prunetune.jobs.spec import CompressSpec
 from prunetune.results.report import side_by_side
 from prunetune.structure.plan import StudentPlan
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from prunetune.components.models import resolve_model
 from prunetune.components.spaces import ModelStructure
 from prunetune.errors import UsageError
 from prunetune.host.manager import Host
+from prunetune.jobs.setup import set_up_job  # noqa: E402
 from prunetune.jobs.spec import JobSpec
 from prunetune.results.report import format_table
 from prunetune.structure.measure import count_macs_params
@@ -42,7 +42,6 @@ from prunetune.student.proxy import ProxyData, Screened, screen
 from prunetune.student.surgery import build_student
 from prunetune.training.loop import evaluate, teacher_logits_for
 from prunetune.training.recipe import TrainRecipe
-from prunetune.training.teacher import obtain_teacher
 from prunetune.training.train import distill
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,13 +108,10 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def fixed_teacher(registry: Any, data: Any, args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     """``args.model`` trained once with the arguments' recipe and cached (the cache key is that
     of benchmarks/quality.py's teacher for the same model, data and recipe)."""
-    factory = resolve_model(registry, args.model, {})
-    c, h, _ = data.input_shape
-    meta = {"model": args.model, "model_options": {}, "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes}
-    recipe = TrainRecipe(epochs=args.teacher_epochs, batch_size=args.teacher_batch_size, lr=args.teacher_lr,
-                         seed=args.seed)
-    return obtain_teacher(lambda: factory.build(c, data.num_classes, h), meta, data, recipe, CPU)
+    spec = JobSpec(model=args.model, teacher_epochs=args.teacher_epochs, batch_size=args.teacher_batch_size,
+                   teacher_lr=args.teacher_lr, seed=args.seed, progress=False)
+    setup, _ = set_up_job(spec, Host.create(), data=data)
+    return setup.obtain_teacher(CPU, echo=lambda line: None)
 
 
 def _key(result: Screened) -> str:

@@ -68,17 +68,16 @@ import torch_pruning as tp  # noqa: E402
 from torch import nn  # noqa: E402
 
 from prunetune.components.data import DataSplits  # noqa: E402
-from prunetune.components.models import resolve_model  # noqa: E402
 from prunetune.errors import UsageError  # noqa: E402
+from prunetune.host.manager import Host  # noqa: E402
 from prunetune.host.registry import Registry  # noqa: E402
+from prunetune.jobs.setup import set_up_job  # noqa: E402
 from prunetune.jobs.spec import JobSpec  # noqa: E402
 from prunetune.results.report import format_table  # noqa: E402
-from prunetune.search.spec import SearchSpec  # noqa: E402
+from prunetune.searching.spec import SearchSpec  # noqa: E402
 from prunetune.structure.measure import cpu_latency_ms, measure  # noqa: E402
 from prunetune.structure.plan import StudentPlan  # noqa: E402
 from prunetune.training.loop import evaluate  # noqa: E402
-from prunetune.training.recipe import TrainRecipe  # noqa: E402
-from prunetune.training.teacher import obtain_teacher  # noqa: E402
 
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
 TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")
@@ -144,12 +143,9 @@ def fixed_teacher(registry: Registry, data: DataSplits, epochs: int, out: Path,
                   model: str = "resnet") -> tuple[torch.nn.Module, Path, str]:
     """``model`` trained once (``epochs``, batch 128, lr 0.1, seed 0) and cached; also saved
     as a plain state_dict for the search's ``--teacher-checkpoint``."""
-    factory = resolve_model(registry, model, {})
-    c, h, _ = data.input_shape
-    meta = {"model": model, "model_options": {}, "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes}
-    recipe = TrainRecipe(epochs=epochs, batch_size=128, lr=0.1, seed=0)
-    teacher, source = obtain_teacher(lambda: factory.build(c, data.num_classes, h), meta, data, recipe, CPU)
+    spec = JobSpec(model=model, teacher_epochs=epochs, batch_size=128, teacher_lr=0.1, seed=0, progress=False)
+    setup, _ = set_up_job(spec, Host.create(), data=data)
+    teacher, source = setup.obtain_teacher(CPU, echo=lambda line: None)
     path = out / f"teacher-{model.replace(':', '-').replace('.', '-')}.pt"
     torch.save(teacher.state_dict(), path)
     return teacher, path, source
@@ -331,8 +327,8 @@ def searched(bench: Bench, teacher: Teacher, budget: float, seed: int) -> tuple[
     import ray
 
     from prunetune.results.leaderboard import Leaderboard
-    from prunetune.search.final import choose_trials
-    from prunetune.search.run import run_search
+    from prunetune.searching.final import choose_trials
+    from prunetune.searching.run import run_search
 
     args = bench.args
     name = f"{slug(teacher.name)}-q{round(budget * 100):02d}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -363,7 +359,8 @@ def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, n
                start_from: Path | None = None) -> nn.Module:
     """``prunetune compress --plan`` with the trial's plan and components, F epochs in all; with
     ``start_from``, ``--from`` that checkpoint of the trial instead of ``--plan``."""
-    from prunetune.jobs.compress import CompressSpec, run_compress
+    from prunetune.jobs.compress import run_compress
+    from prunetune.jobs.spec import CompressSpec
 
     args = bench.args
     params = json.loads(row["params_json"] or "{}")
@@ -694,9 +691,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-
-    from prunetune.host.manager import Host
-
     registry = Host.create().registry
     try:
         data = registry.create("dataset", "idx", {"path": args.data, "limit": args.limit}).load(0, 0.1)

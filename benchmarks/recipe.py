@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import default_data, fixed_teacher  # noqa: E402
 
+from prunetune.components.scoring import calibration_batches  # noqa: E402
 from prunetune.host.manager import Host  # noqa: E402
 from prunetune.structure.measure import count_macs_params  # noqa: E402
 from prunetune.structure.plan import StudentPlan  # noqa: E402
@@ -66,7 +67,7 @@ def student(registry: Any, teacher: torch.nn.Module, data: Any, budget: float, s
     macs = count_macs_params(teacher, data.input_shape)[0]
     fix = repair(teacher, StudentPlan(ratio=0.0), int(budget * macs), example, max_ratio=0.9)
     plan = StudentPlan(ratio=max(fix.plan.ratios.values(), default=fix.plan.ratio))
-    calibration = [(data.train_x[i : i + 64], data.train_y[i : i + 64]) for i in range(0, 256, 64)]
+    calibration = calibration_batches(data.train_x, data.train_y)
     built, _ = build_student(teacher, plan, registry.create("pruner", "channel"),
                              registry.create("scorer", scorer, options or {}), example, calibration, seed=seed)
     return built

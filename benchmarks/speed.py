@@ -94,10 +94,10 @@ def timed_search(out: Path, name: str, **changes: Any) -> Searched:
     """A per_layer search on the demo data (teacher from the cache); only ``fit`` is timed."""
     from prunetune.components.cluster import ensure_ray
     from prunetune.results.leaderboard import Leaderboard
-    from prunetune.search.prepare import prepare_search
-    from prunetune.search.run import hardware
-    from prunetune.search.spec import SearchSpec
-    from prunetune.search.tuning import RowContext, concurrency, fit_trials
+    from prunetune.searching.prepare import prepare_search
+    from prunetune.searching.run import hardware
+    from prunetune.searching.spec import SearchSpec
+    from prunetune.searching.tuning import RowContext, concurrency, fit_trials
 
     settings: dict[str, Any] = dict(dataset="fashion_mnist_demo", space="per_layer", max_macs=0.25, num_samples=6,
                                     epochs=2, run_root=str(out / "runs"), leaderboard=str(out / "leaderboard"),

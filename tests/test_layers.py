@@ -26,8 +26,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("student",),
     ("results",),
     ("jobs",),
-    ("search",),
-    ("cli", "testing", "__init__", "__main__"),
+    ("searching",),
+    ("api", "cli", "testing", "__init__", "__main__"),
 )
 # What a plugin may import: the package's root (``hookimpl``) and these layers.
 PLUGIN_LAYERS = ("errors", "files", "host", "structure", "components")
@@ -144,6 +144,6 @@ def test_no_file_over_400_lines(path: Path) -> None:
 
 def test_the_checks_see_a_wrong_way_import(tmp_path: Path) -> None:
     source = tmp_path / "bad.py"
-    source.write_text("def f():\n    from prunetune.search.run import run_search\n")
-    assert _imports(source) == {"prunetune.search.run"}
-    assert _layer("prunetune.search.run") > _layer("prunetune.structure.plan")
+    source.write_text("def f():\n    from prunetune.searching.run import run_search\n")
+    assert _imports(source) == {"prunetune.searching.run"}
+    assert _layer("prunetune.searching.run") > _layer("prunetune.structure.plan")

@@ -78,7 +78,8 @@ def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from prunetune.jobs.compress import CompressSpec, run_compress
+    from prunetune.jobs.compress import run_compress
+    from prunetune.jobs.spec import CompressSpec
     from prunetune.results.report import side_by_side
 
     spec = CompressSpec(
@@ -111,7 +112,7 @@ def _search_spec(args: argparse.Namespace) -> Any:
 
     from prunetune.errors import UsageError
     from prunetune.host.options import parse_options
-    from prunetune.search.spec import SPEC_FILE, SearchSpec
+    from prunetune.searching.spec import SPEC_FILE, SearchSpec
 
     if args.resume:
         from prunetune.components.models import check_model_named
@@ -137,7 +138,7 @@ def _search_spec(args: argparse.Namespace) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from prunetune.search.run import run_search
+    from prunetune.searching.run import run_search
 
     spec = _search_spec(args)
     if args.resume and args.address:
@@ -190,7 +191,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from prunetune.search.rerun import rerun_trial
+    from prunetune.searching.rerun import rerun_trial
 
     result = rerun_trial(args.run_id, args.trial_id, runs=args.runs, leaderboard=args.leaderboard,
                          model=args.model, tolerance=args.tolerance)

@@ -7,7 +7,9 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from prunetune.jobs.spec import JobSpec
+from prunetune.jobs.spec import CompressSpec, JobSpec
+from prunetune.searching.spec import SCHEDULERS, SearchSpec
+from prunetune.structure.plan import MAX_RATIO
 from prunetune.training.recipe import SCHEDULES
 
 __all__ = ["build_parser"]
@@ -72,16 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this (e.g. 8)")
     c.add_argument("--macs-target", type=float, default=None, metavar="FRACTION",
                    help="global ranking: cut the lowest-ranked channels of all groups until MACs are at most this share (ratios are then ignored)")
-    c.add_argument("--max-ratio", type=float, default=None, help="global ranking: no group loses more than this share (default: 0.9)")
+    c.add_argument("--max-ratio", type=float, default=None, help=f"global ranking: no group loses more than this share (default: {MAX_RATIO})")
     c.add_argument("--plan", default=None, metavar="JSON", help="a plan file: {ratio, ratios, kernels, round_to, macs_target, max_ratio}")
     c.add_argument("--from", dest="start_from", default=None, metavar="STUDENT",
                    help="train a saved student further instead of pruning the teacher: compress's or search's "
                    "output, or a search trial's checkpoint (its plan is kept; give no plan options)")
-    c.add_argument("--epochs", type=int, default=3, help="distillation epochs (default: 3)")
-    # CompressSpec's default; compress imports torch, which --help must not.
-    c.add_argument("--finetune-epochs", type=int, default=0, help="cross-entropy fine-tuning epochs after distillation (default: 0)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    c.add_argument("--out", default="student.pt", help="where to write the student (default: student.pt)")
+    c.add_argument("--epochs", type=int, default=CompressSpec.epochs, help=f"distillation epochs (default: {CompressSpec.epochs})")
+    c.add_argument("--finetune-epochs", type=int, default=CompressSpec.finetune_epochs,
+                   help=f"cross-entropy fine-tuning epochs after distillation (default: {CompressSpec.finetune_epochs})")
+    c.add_argument("--device", default=CompressSpec.device, help=f"auto, cpu, cuda or cuda:N (default: {CompressSpec.device})")
+    c.add_argument("--out", default=CompressSpec.out, help=f"where to write the student (default: {CompressSpec.out})")
     _add_component_options(c, ("model", "dataset", "scorer", "pruner", "distiller"))
 
     _add_search_parser(sub)
@@ -98,13 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     """The options compress and search share (:class:`prunetune.jobs.spec.JobSpec`)."""
-    p.add_argument("--model", default=None, help="zoo model name or package.module:factory (default: resnet)")
-    p.add_argument("--dataset", default="fashion_mnist_demo", help="dataset plugin (default: fashion_mnist_demo, bundled)")
-    p.add_argument("--scorer", default="l1", help="which channels matter (default: l1)")
-    p.add_argument("--pruner", default="channel", help="how to cut (default: channel)")
-    p.add_argument("--distiller", default="hinton", help="how to teach (default: hinton)")
-    p.add_argument("--teacher-epochs", type=int, default=15, help="epochs to train the teacher when no checkpoint is given (default: 15)")
-    p.add_argument("--teacher-lr", type=float, default=0.1, help="the teacher's peak SGD learning rate (default: 0.1)")
+    p.add_argument("--model", default=None, help=f"zoo model name or package.module:factory (default: {JobSpec.model})")
+    p.add_argument("--dataset", default=JobSpec.dataset, help=f"dataset plugin (default: {JobSpec.dataset}, bundled)")
+    p.add_argument("--scorer", default=JobSpec.scorer, help=f"which channels matter (default: {JobSpec.scorer})")
+    p.add_argument("--pruner", default=JobSpec.pruner, help=f"how to cut (default: {JobSpec.pruner})")
+    p.add_argument("--distiller", default=JobSpec.distiller, help=f"how to teach (default: {JobSpec.distiller})")
+    p.add_argument("--teacher-epochs", type=int, default=JobSpec.teacher_epochs,
+                   help=f"epochs to train the teacher when no checkpoint is given (default: {JobSpec.teacher_epochs})")
+    p.add_argument("--teacher-lr", type=float, default=JobSpec.teacher_lr,
+                   help=f"the teacher's peak SGD learning rate (default: {JobSpec.teacher_lr})")
     p.add_argument("--teacher-checkpoint", default=None, metavar="PATH", help="the teacher's state_dict")
     p.add_argument("--batch-size", type=int, default=JobSpec.batch_size,
                    help=f"of every training stage, the teacher's too (default: {JobSpec.batch_size})")
@@ -115,8 +119,9 @@ def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
                    f"then anneals (default: {JobSpec.schedule})")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=JobSpec.nesterov,
                    help=f"Nesterov momentum in the students' SGD (default: {'on' if JobSpec.nesterov else 'off'})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out for validation (default: 0.1)")
+    p.add_argument("--seed", type=int, default=JobSpec.seed)
+    p.add_argument("--val-fraction", type=float, default=JobSpec.val_fraction,
+                   help=f"share of training data held out for validation (default: {JobSpec.val_fraction})")
     p.add_argument("--quiet", action="store_true", help="no progress output (there is none when stderr is not a terminal)")
 
 
@@ -130,8 +135,8 @@ def _add_search_parser(sub: Any) -> None:
     )
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted search in RUN_DIR (other options are taken from it)")
     _add_job_arguments(s, f"peak SGD learning rate of every trial's and the kept student's distillation (default: {JobSpec.lr})")
-    s.add_argument("--space", default="per_layer", help="search space (default: per_layer; uniform is the standard recipe)")
-    s.add_argument("--strategy", default="optuna", help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
+    s.add_argument("--space", default=SearchSpec.space, help=f"search space (default: {SearchSpec.space}; uniform is the standard recipe)")
+    s.add_argument("--strategy", default=SearchSpec.strategy, help="search strategy: optuna (--strategy-opt sampler=tpe|nsga2|random) or structure_diversity "
                    "(greedy kernel sizes layer by layer; --strategy-opt layers=a,b kernel_sizes=3,5,7 stop_early=false)")
     s.add_argument("--max-macs", type=float, default=None, metavar="FRACTION",
                    help="MACs budget relative to the teacher, e.g. 0.25; over-budget plans are repaired before training")
@@ -140,25 +145,28 @@ def _add_search_parser(sub: Any) -> None:
                    "a per-layer table timed once per machine; over-budget plans are repaired like over-MACs ones. "
                    "uniform (the default with --max-macs): never slower than the uniform student of the MACs budget, "
                    "also checked by timing before final training; none: no latency cap, accuracy alone")
-    s.add_argument("--latency-batch", type=int, default=256, help="images per batch of --max-latency and of trials' latency (default: 256)")
+    s.add_argument("--latency-batch", type=int, default=SearchSpec.latency_batch,
+                   help=f"images per batch of --max-latency and of trials' latency (default: {SearchSpec.latency_batch})")
     s.add_argument("--latency-threads", type=int, default=None,
                    help="torch threads latency is timed with (default: this process's, torch.get_num_threads())")
-    s.add_argument("--max-ratio", type=float, default=0.9, help="no group is cut by more than this (default: 0.9)")
+    s.add_argument("--max-ratio", type=float, default=SearchSpec.max_ratio,
+                   help=f"no group is cut by more than this (default: {SearchSpec.max_ratio})")
     s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency (as --max-latency predicts it) for a Pareto search (default: accuracy)")
-    s.add_argument("--num-samples", type=int, default=12, help="trials (default: 12)")
+    s.add_argument("--num-samples", type=int, default=SearchSpec.num_samples, help=f"trials (default: {SearchSpec.num_samples})")
     s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster's CPUs, or GPUs, hold)")
-    s.add_argument("--cpus-per-trial", type=float, default=1.0)
-    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
-    s.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops bad trials early")
+    s.add_argument("--cpus-per-trial", type=float, default=SearchSpec.cpus_per_trial)
+    s.add_argument("--gpus-per-trial", type=float, default=SearchSpec.gpus_per_trial, help="fractions allowed, e.g. 0.5")
+    s.add_argument("--scheduler", default=SearchSpec.scheduler, choices=SCHEDULERS, help="asha stops bad trials early")
     s.add_argument("--address", default=None, help="an existing Ray cluster (default: an embedded local Ray)")
     s.add_argument("--storage", default=None, help="where Tune keeps the experiment: a folder or a URI such as s3://bucket/path (default: the run folder)")
-    s.add_argument("--epochs", type=int, default=2, help="distillation epochs per trial (default: 2)")
-    s.add_argument("--final-epochs", type=int, default=5, help="distillation epochs of the kept student (default: 5)")
-    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
+    s.add_argument("--epochs", type=int, default=SearchSpec.epochs, help=f"distillation epochs per trial (default: {SearchSpec.epochs})")
+    s.add_argument("--final-epochs", type=int, default=SearchSpec.final_epochs,
+                   help=f"distillation epochs of the kept student (default: {SearchSpec.final_epochs})")
+    s.add_argument("--runs", default=SearchSpec.run_root, help=f"folder of run folders (default: {SearchSpec.run_root})")
     s.add_argument("--name", default=None, help="the run id (default: model-dataset-time)")
-    s.add_argument("--leaderboard", default="leaderboard", help="the Parquet leaderboard folder (default: leaderboard)")
-    s.add_argument("--screen", type=int, default=0, metavar="N",
+    s.add_argument("--leaderboard", default=SearchSpec.leaderboard, help=f"the Parquet leaderboard folder (default: {SearchSpec.leaderboard})")
+    s.add_argument("--screen", type=int, default=SearchSpec.screen, metavar="N",
                    help="screen N random plans with the adaptive-BN proxy before the trials; the best ones are "
                    "tried first (needs --max-macs; default: 0, off)")
     _add_component_options(s, ("model", "dataset", "space", "strategy", "scorer", "pruner", "distiller"))
@@ -176,7 +184,8 @@ def _add_rerun_parser(sub: Any) -> None:
     r.add_argument("run_id", metavar="RUN_ID", help="the run, a folder in --runs")
     r.add_argument("trial_id", metavar="TRIAL_ID", help="the trial's id on the leaderboard")
     r.add_argument("--leaderboard", default=None, metavar="DIR", help="the leaderboard folder (default: the run's)")
-    r.add_argument("--runs", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
+    r.add_argument("--runs", default=SearchSpec.run_root, metavar="DIR",
+                   help=f"folder of run folders (default: {SearchSpec.run_root})")
     r.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
                    help="the run's model, when it is a factory: a run folder never makes prunetune import code")
     r.add_argument("--tolerance", type=float, default=None, metavar="PTS",
@@ -191,7 +200,7 @@ def _add_leaderboard_parser(sub: Any) -> None:
         help="check: list the files that reading skips (not Parquet, truncated, another schema); exit 1 if any",
     )
     lb.add_argument("runs", nargs="*", metavar="RUN", help="compare: two run ids; show/pareto: optional run ids")
-    lb.add_argument("--dir", default="leaderboard", help="the leaderboard folder (default: leaderboard)")
+    lb.add_argument("--dir", default=SearchSpec.leaderboard, help=f"the leaderboard folder (default: {SearchSpec.leaderboard})")
     lb.add_argument("--model", default=None)
     lb.add_argument("--dataset", default=None)
     lb.add_argument("--format", default="table", choices=("table", "csv", "json"))

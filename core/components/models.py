@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import copy
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -16,7 +18,10 @@ from prunetune.host.options import convert_value
 if TYPE_CHECKING:
     from prunetune.host.registry import Registry
 
-__all__ = ["CallableModelFactory", "ModelFactory", "check_model_named", "is_import_spec", "model_from_file", "resolve_model"]
+__all__ = [
+    "LIVE_PREFIX", "CallableModelFactory", "ModelFactory", "ModelSpec", "check_model_named", "is_import_spec",
+    "is_live_spec", "live_name", "resolve_model",
+]
 
 
 class ModelFactory(abc.ABC):
@@ -111,28 +116,23 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
+#: How a model handed over as a Python object is named (``object:package.module.Class``).
+LIVE_PREFIX = "object:"
+
+
+def live_name(module: nn.Module) -> str:
+    """The name of a model handed over as an object: its class, ``object:package.module.Class``."""
+    return f"{LIVE_PREFIX}{type(module).__module__}.{type(module).__qualname__}"
+
+
+def is_live_spec(spec: str) -> bool:
+    """Whether ``spec`` names a model that was handed over as a Python object."""
+    return spec.startswith(LIVE_PREFIX)
+
+
 def is_import_spec(spec: str) -> bool:
     """Whether ``spec`` names code to import (``package.module:factory``), not a zoo model."""
-    return ":" in spec
-
-
-def model_from_file(
-    registry: Registry, spec: Any, options: Any, given: str | None, what: str
-) -> ModelFactory:
-    """The model a file names (a student's description, a run's ``search.json``).
-
-    Files never choose code to import: a zoo model is looked up in the registry, and a
-    ``package.module:factory`` is imported only when the user named the same one (``given``,
-    from the command line or the Python call).
-
-    Raises:
-        UsageError: the file names a factory the user did not give, or another model than
-            ``given``, or holds no model name.
-    """
-    check_model_named(spec, given, what)
-    if not isinstance(options, Mapping):
-        raise UsageError(f"{what} has model options that are not a mapping")
-    return resolve_model(registry, spec, options)
+    return ":" in spec and not is_live_spec(spec)
 
 
 def check_model_named(spec: Any, given: str | None, what: str) -> None:
@@ -144,6 +144,9 @@ def check_model_named(spec: Any, given: str | None, what: str) -> None:
     """
     if not isinstance(spec, str) or not spec:
         raise UsageError(f"{what} names no model")
+    if is_live_spec(spec):
+        raise UsageError(f"{what} was made from a model handed over as a Python object ({spec[len(LIVE_PREFIX):]}): "
+                         "give that model object (prunetune.load(path, model=...)); a file never makes prunetune import code")
     if given is not None and given != spec:
         raise UsageError(f"{what} was made with model {spec!r}, not {given!r}")
     if is_import_spec(spec) and given is None:
@@ -156,13 +159,15 @@ def check_model_named(spec: Any, given: str | None, what: str) -> None:
 def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> ModelFactory:
     """A zoo model by name, or a user factory given as ``package.module:factory``.
 
-    Only for names the user gave; a name read from a file goes through :func:`model_from_file`.
+    Only for names the user gave; a name read from a file goes through :meth:`ModelSpec.from_meta`.
 
     Raises:
         UsageError: an unknown zoo name, a module that does not import, a missing factory,
             or options the model does not take.
         TypeError: the zoo plugin registered under ``spec`` is not a :class:`ModelFactory`.
     """
+    if is_live_spec(spec):
+        raise UsageError(f"model {spec!r} was handed over as a Python object: give that object, not its name")
     if is_import_spec(spec):
         return CallableModelFactory(_import_factory(spec), options, name=spec)
     factory = registry.create("model", spec, options)
@@ -173,3 +178,88 @@ def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> 
             "not a prunetune.components.models.ModelFactory"
         )
     return factory
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model's description: which model, its options, the images it takes and its classes.
+
+    The only place an architecture is built (:meth:`build`). ``model`` is a zoo name or a
+    ``package.module:factory`` the user named, or, for a model handed over in Python,
+    ``module`` is that live model and ``model`` names its class; :meth:`build` then copies it.
+    :meth:`meta` is what student files and the teacher cache record.
+    """
+
+    model: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    module: nn.Module | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+
+    @classmethod
+    def of_module(cls, module: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
+        """The description of a live model: a CPU copy of it stands for its architecture (it
+        travels to Ray workers; the weights they use are the teacher's state)."""
+        module = copy.deepcopy(module).cpu()
+        return cls(live_name(module), {}, input_shape, num_classes, module)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], named: str | nn.Module | None, what: str) -> ModelSpec:
+        """The model a file describes (a student's description).
+
+        Files never choose code to import: a zoo model is looked up in the registry, and a
+        ``package.module:factory`` is imported only when the user named the same one (``named``,
+        from the command line or the Python call). A student of a model handed over as an
+        object needs that object as ``named``.
+
+        Raises:
+            UsageError: the file names code the user did not name, another model than
+                ``named``, a model object not given, or holds no valid description.
+        """
+        spec = meta.get("model")
+        shape, classes = meta.get("input_shape"), meta.get("num_classes")
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
+            raise UsageError(f"{what} has no valid input_shape (three positive integers), got {shape!r}")
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+            raise UsageError(f"{what} has no valid num_classes, got {classes!r}")
+        if isinstance(named, nn.Module):
+            if not (isinstance(spec, str) and is_live_spec(spec)):
+                raise UsageError(f"{what} was made with model {spec!r}, not from a model object")
+            return cls(spec, {}, tuple(shape), classes, named)
+        check_model_named(spec, named, what)
+        options = meta.get("model_options", {})
+        if not isinstance(options, Mapping):
+            raise UsageError(f"{what} has model options that are not a mapping")
+        return cls(spec, options, tuple(shape), classes)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the model was handed over as a Python object rather than named."""
+        return self.module is not None
+
+    def meta(self) -> dict[str, Any]:
+        """The description as JSON-able fields: ``model``, ``model_options``, ``input_shape``, ``num_classes``."""
+        return {"model": self.model, "model_options": dict(self.options), "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes}
+
+    def factory(self, registry: Registry) -> ModelFactory:
+        """The model's factory (zoo plugin or the user's ``package.module:factory``)."""
+        if self.module is not None:
+            raise TypeError(f"{self.model} was handed over as an object and has no factory")
+        return resolve_model(registry, self.model, self.options)
+
+    def build(self, registry: Registry) -> nn.Module:
+        """A new instance of the architecture: freshly initialised, or a copy of the live model.
+
+        Raises:
+            UsageError: the model cannot take this input shape, or its factory failed.
+        """
+        if self.module is not None:
+            return copy.deepcopy(self.module)
+        c, h, _ = self.input_shape
+        return self.factory(registry).build(c, self.num_classes, h)

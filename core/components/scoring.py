@@ -11,7 +11,19 @@ from torch import nn
 
 from prunetune.structure.groups import ChannelGroup
 
-__all__ = ["ScoreContext", "Scorer"]
+__all__ = ["CALIBRATION_BATCH", "ScoreContext", "Scorer", "calibration_batches"]
+
+#: Images per calibration batch.
+CALIBRATION_BATCH = 64
+
+
+def calibration_batches(x: torch.Tensor, y: torch.Tensor, count: int = 4, device: torch.device | None = None,
+                        size: int = CALIBRATION_BATCH) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches of ``size`` training images and labels (fewer where the data
+    is short), on ``device``: what data-driven scorers (``taylor``, ``l0``) see. Every job and
+    trial takes the same ones, so a plan prunes the same channels wherever it is built."""
+    n = min(len(x), size * count)
+    return [(x[i : i + size].to(device), y[i : i + size].to(device)) for i in range(0, n, size)]
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ Local ranking cuts each group by its ratio; a plan with a MACs target is cut by 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,7 +20,7 @@ from prunetune.structure.ranking import global_removals
 if TYPE_CHECKING:
     from prunetune.components.pruning import PruneJob
 
-__all__ = ["GroupScorer", "choose_removals", "group_ratios", "kept_count", "plan_removals", "select_channels"]
+__all__ = ["GroupScorer", "choose_removals", "group_ratios", "kept_count", "select_channels"]
 
 #: Scores the groups it is given: one tensor per group name.
 GroupScorer = Callable[[Sequence[ChannelGroup]], dict[str, torch.Tensor]]
@@ -77,19 +77,6 @@ def choose_removals(
         order = torch.argsort(seg_scores, stable=True)
         removed.extend(segment[i] for i in order[:n_remove].tolist())
     return sorted(removed)
-
-
-def plan_removals(
-    groups: Sequence[ChannelGroup], scores: Mapping[str, torch.Tensor], plan: StudentPlan
-) -> dict[str, list[int]]:
-    """Channels to remove per group name (groups that lose nothing are left out)."""
-    ratios = group_ratios(groups, plan)
-    removals = {}
-    for group in groups:
-        removed = choose_removals(group, scores[group.name], ratios[group.name], plan.round_to)
-        if removed:
-            removals[group.name] = removed
-    return removals
 
 
 def select_channels(

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from prunetune.components.data import DataSplits
-from prunetune.components.models import ModelFactory, resolve_model
+from prunetune.components.models import ModelSpec
 from prunetune.components.selection import group_ratios
 from prunetune.errors import TrainingDiverged, UsageError
 from prunetune.host.manager import Host
-from prunetune.jobs.spec import JobSpec
+from prunetune.jobs.setup import set_up_job
+from prunetune.jobs.spec import CompressSpec
 from prunetune.results.checkpoint import load_student, save_student
 from prunetune.structure.groups import find_groups
 from prunetune.structure.kernels import apply_kernels
@@ -34,36 +35,9 @@ from prunetune.student.surgery import build_student, check_output_shape
 from prunetune.training.devices import select_device
 from prunetune.training.loop import count_non_finite, evaluate
 from prunetune.training.recipe import TrainRecipe
-from prunetune.training.teacher import obtain_teacher
 from prunetune.training.train import distill, make_retrainer, train_supervised
 
-__all__ = ["CompressResult", "CompressSpec", "build_teacher_model", "check_plan", "run_compress"]
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressSpec(JobSpec):
-    """Everything ``prunetune compress`` takes: the shared settings, the plan and its stages."""
-
-    plan: StudentPlan = dataclasses.field(default_factory=lambda: StudentPlan(ratio=0.5))
-    epochs: int = 3
-    # Hinton KD at alpha 0.5 already weighs the labels; a CE epoch at lr/10 after it cost accuracy.
-    finetune_epochs: int = 0
-    calibration_batches: int = 4
-    device: str = "auto"
-    out: str | None = "student.pt"
-    #: A saved student (compress's or search's output, or a search trial's checkpoint) to train
-    #: further instead of pruning the teacher; its own plan stands, so ``plan`` stays the default.
-    start_from: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("epochs", "finetune_epochs", "calibration_batches"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if self.start_from is not None and self.plan != StudentPlan(ratio=0.5):
-            raise UsageError(f"--from {self.start_from} trains that student further with its own plan: "
-                             "give no plan (--plan, --ratio, --layer-ratio, --kernel, --round-to, --macs-target, "
-                             "--max-ratio) with it")
+__all__ = ["CompressResult", "check_plan", "run_compress"]
 
 
 @dataclasses.dataclass
@@ -94,31 +68,6 @@ def _check_output(out: str | None) -> None:
         raise UsageError(f"output folder {str(parent)!r} is not writable")
 
 
-def build_teacher_model(factory: ModelFactory, data: DataSplits, model_name: str) -> nn.Module:
-    """Build the teacher architecture and check that it takes the data's images.
-
-    Raises:
-        UsageError: the model cannot take this image shape, or does not output one logit
-            per class.
-    """
-    c, h, w = data.input_shape
-    if h != w:
-        raise UsageError(f"images are {h}x{w}; models take square images only")
-    model = factory.build(c, data.num_classes, h)
-    try:
-        with torch.no_grad():
-            out = model.eval()(data.train_x[:2])
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise UsageError(f"model {model_name!r} cannot take images of shape {c}x{h}x{w}: {reason}") from None
-    if out.shape != (2, data.num_classes):
-        raise UsageError(
-            f"model {model_name!r} outputs shape {tuple(out.shape[1:])} per image, "
-            f"expected ({data.num_classes},) for {data.num_classes} classes"
-        )
-    return model
-
-
 def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor) -> None:
     """Fail early, before any training, on a plan that does not fit ``model``.
 
@@ -130,12 +79,12 @@ def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor)
     group_ratios(find_groups(probe, example_input), plan)
 
 
-def _saved_student(registry: Any, path: str, model_spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def _saved_student(registry: Any, path: str, model: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
     """The student of ``--from`` and its description, checked to be of this job's model and data."""
-    student, saved = load_student(registry, path, model_spec["model"])
+    student, saved = load_student(registry, path, model.module or model.model)
     theirs = {"model": saved["model"], "model_options": {k: str(v) for k, v in saved.get("model_options", {}).items()},
               "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
-    ours = {**model_spec, "model_options": {k: str(v) for k, v in model_spec["model_options"].items()}}
+    ours = {**model.meta(), "model_options": {k: str(v) for k, v in model.options.items()}}
     differ = [f"{key} {theirs[key]} (this job: {ours[key]})" for key in theirs if theirs[key] != ours[key]]
     if differ:
         raise UsageError(f"--from {path}: that student was made for another model or data: {'; '.join(differ)}")
@@ -146,51 +95,36 @@ def run_compress(
     spec: CompressSpec,
     host: Host | None = None,
     echo: Callable[[str], None] = print,
+    data: DataSplits | None = None,
+    teacher: nn.Module | None = None,
 ) -> CompressResult:
     """Run every stage for one student and (if ``spec.out``) write it.
+
+    ``data`` and ``teacher`` are a Python caller's own, used instead of the dataset and model
+    ``spec`` names (see :func:`prunetune.jobs.setup.set_up_job`).
 
     Raises:
         UsageError: any bad input, before anything is trained or written.
         TrainingDiverged: a stage's loss or the student's weights stopped being finite;
             nothing is written.
     """
-    host = host or Host.create()
-    registry = host.registry
     device = select_device(spec.device)
     _check_output(spec.out)
-    scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
-    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
+    setup, untrained = set_up_job(spec, host, data=data, teacher=teacher)
+    registry, data = setup.registry, setup.data
+    scorer = setup.create("scorer", spec.scorer, spec.scorer_options)
+    pruner = setup.create("pruner", spec.pruner, spec.pruner_options)
+    distiller = setup.create("distiller", spec.distiller, spec.distiller_options)
     if spec.start_from is None:
         pruner.check(spec.plan)
-    distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
-    factory = resolve_model(registry, spec.model, spec.model_options)
-    source = registry.create("dataset", spec.dataset, spec.dataset_options)
-    if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
-        raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
-
-    data = source.load(spec.seed, spec.val_fraction)
-    model_spec = {"model": spec.model, "model_options": dict(spec.model_options),
-                  "input_shape": list(data.input_shape), "num_classes": data.num_classes}
-    if spec.start_from is None:
-        check_plan(build_teacher_model(factory, data, spec.model), spec.plan, data.train_x[:1])
+        check_plan(untrained, spec.plan, data.train_x[:1])
         start = None
     else:
-        start = _saved_student(registry, spec.start_from, model_spec)
-    c, h, _ = data.input_shape
-    teacher_recipe = TrainRecipe(
-        epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed
-    )
-    teacher, teacher_source = obtain_teacher(
-        lambda: factory.build(c, data.num_classes, h), model_spec, data, teacher_recipe, device,
-        checkpoint=spec.teacher_checkpoint, progress=spec.progress,
-    )
-    echo(f"teacher: {teacher_source}")
+        start = _saved_student(registry, spec.start_from, setup.model)
+    teacher, teacher_source = setup.obtain_teacher(device, echo, teacher)
 
     example = data.train_x[:1].to(device)
-    calibration = [
-        (data.train_x[i : i + 64].to(device), data.train_y[i : i + 64].to(device))
-        for i in range(0, min(len(data.train_x), 64 * spec.calibration_batches), 64)
-    ]
+    calibration = setup.calibration(device, spec.calibration_batches)
     if start is None:
         retrain = make_retrainer(teacher, distiller, data.train_x, data.train_y, device,
                                  batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
@@ -230,7 +164,7 @@ def run_compress(
     student_m = measure(student, student_acc, data.input_shape)
 
     meta = {
-        **model_spec,
+        **setup.model.meta(),
         "dataset": spec.dataset,
         "dataset_options": dict(spec.dataset_options),
         "seed": spec.seed,

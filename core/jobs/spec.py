@@ -1,5 +1,6 @@
 """What ``compress`` and ``search`` both take, with the same checks: the model and data, the
-components, the teacher's recipe and the students' training settings."""
+components, the teacher's recipe and the students' training settings; and what ``compress``
+adds. Imports no torch: the command line reads its defaults from here."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from prunetune.errors import UsageError
+from prunetune.structure.plan import StudentPlan
 from prunetune.training.recipe import SCHEDULES
 
-__all__ = ["JobSpec"]
+__all__ = ["CompressSpec", "JobSpec"]
 
 
 def _finite_positive(value: float) -> bool:
@@ -22,7 +24,7 @@ def _finite_positive(value: float) -> bool:
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
     """The settings shared by :class:`~prunetune.jobs.compress.CompressSpec` and
-    :class:`~prunetune.search.spec.SearchSpec`; each adds its own after these."""
+    :class:`~prunetune.searching.spec.SearchSpec`; each adds its own after these."""
 
     model: str = "resnet"
     dataset: str = "fashion_mnist_demo"
@@ -64,3 +66,29 @@ class JobSpec:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressSpec(JobSpec):
+    """Everything ``prunetune compress`` takes: the shared settings, the plan and its stages."""
+
+    plan: StudentPlan = dataclasses.field(default_factory=lambda: StudentPlan(ratio=0.5))
+    epochs: int = 3
+    # Hinton KD at alpha 0.5 already weighs the labels; a CE epoch at lr/10 after it cost accuracy.
+    finetune_epochs: int = 0
+    calibration_batches: int = 4
+    device: str = "auto"
+    out: str | None = "student.pt"
+    #: A saved student (compress's or search's output, or a search trial's checkpoint) to train
+    #: further instead of pruning the teacher; its own plan stands, so ``plan`` stays the default.
+    start_from: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("epochs", "finetune_epochs", "calibration_batches"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.start_from is not None and self.plan != StudentPlan(ratio=0.5):
+            raise UsageError(f"--from {self.start_from} trains that student further with its own plan: "
+                             "give no plan (--plan, --ratio, --layer-ratio, --kernel, --round-to, --macs-target, "
+                             "--max-ratio) with it")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from prunetune.components.models import model_from_file
+from prunetune.components.models import ModelSpec
 from prunetune.components.pruning import PruneRecord
 from prunetune.errors import UsageError
 from prunetune.files import save_atomically
@@ -45,21 +45,20 @@ def save_student(path: str | os.PathLike[str], model: nn.Module, meta: dict[str,
 REQUIRED_META = ("model", "input_shape", "num_classes", "plan", "pruner", "record")
 
 
-def rebuild_student(registry: Registry, meta: dict[str, Any], model: str | None = None,
+def rebuild_student(registry: Registry, meta: dict[str, Any], model: str | nn.Module | None = None,
                     what: str = "the student's description") -> nn.Module:
     """The student's architecture, freshly initialised, from its description.
 
     ``meta`` holds ``model`` (zoo name or ``module:factory``), ``model_options``,
     ``input_shape`` ``[C, H, W]``, ``num_classes``, ``plan``, ``pruner``, ``pruner_options``
     and ``record``. A ``module:factory`` is imported only when ``model``, the caller's own
-    choice (the command line's ``--model``), names the same one.
+    choice (the command line's ``--model``), names the same one; a student of a model handed
+    over as a Python object takes that object as ``model``.
 
     Raises:
         UsageError: the description names code the caller did not give, or another model.
     """
-    factory = model_from_file(registry, meta["model"], meta.get("model_options", {}), model, what)
-    c, h, _ = meta["input_shape"]
-    net = factory.build(c, int(meta["num_classes"]), h)
+    net = ModelSpec.from_meta(meta, model, what).build(registry)
     plan = StudentPlan.from_dict(meta["plan"])
     apply_kernels(net, plan.kernels)
     pruner = registry.create("pruner", meta["pruner"], meta.get("pruner_options", {}))
@@ -97,14 +96,15 @@ def _read_payload(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def load_student(registry: Registry, path: str | os.PathLike[str],
-                 model: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                 model: str | nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Load a student written by :func:`save_student`: ``(model in eval mode, meta)``.
 
     Args:
         registry: Where zoo models and pruners are looked up.
         path: The student file.
         model: The ``package.module:factory`` the caller trusts, when the student was built
-            from one; the file alone never makes prunetune import code.
+            from one (the file alone never makes prunetune import code); or the model object
+            a student of a model handed over in Python was made from.
 
     Raises:
         UsageError: the file is missing, not a prunetune student, names code not given as

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prunetune.structure.measure import Measurement
 
-__all__ = ["format_table", "side_by_side"]
+__all__ = ["format_table", "si", "side_by_side"]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -23,7 +23,8 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def _si(value: float) -> str:
+def si(value: float) -> str:
+    """``value`` with a G, M or k suffix, two decimals (whole below a thousand)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.2f}{unit}"
@@ -39,13 +40,13 @@ def side_by_side(teacher: Measurement, student: Measurement) -> str:
     rows = [
         ("test accuracy (%)", f"{teacher.accuracy:.2f}", f"{student.accuracy:.2f}",
          f"{student.accuracy - teacher.accuracy:+.2f} pts"),
-        ("MACs", _si(teacher.macs), _si(student.macs), _fraction(student.macs, teacher.macs)),
-        ("params", _si(teacher.params), _si(student.params), _fraction(student.params, teacher.params)),
+        ("MACs", si(teacher.macs), si(student.macs), _fraction(student.macs, teacher.macs)),
+        ("params", si(teacher.params), si(student.params), _fraction(student.params, teacher.params)),
         ("CPU latency b1 (ms)", f"{teacher.latency_b1_ms:.2f}", f"{student.latency_b1_ms:.2f}",
          f"{teacher.latency_b1_ms / student.latency_b1_ms:.2f}x faster"),
         ("CPU latency b256 (ms)", f"{teacher.latency_b256_ms:.1f}", f"{student.latency_b256_ms:.1f}",
          f"{teacher.latency_b256_ms / student.latency_b256_ms:.2f}x faster"),
-        ("file size", _si(teacher.file_bytes) + "B", _si(student.file_bytes) + "B",
+        ("file size", si(teacher.file_bytes) + "B", si(student.file_bytes) + "B",
          _fraction(student.file_bytes, teacher.file_bytes)),
         ("weight sparsity", f"{100 * teacher.sparsity:.1f}%", f"{100 * student.sparsity:.1f}%", ""),
     ]

@@ -10,16 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prunetune.errors import UsageError
+from prunetune.results.report import format_table, si
 from prunetune.results.schema import COLUMNS, FORMATS, JSON_COLUMNS, TABLE_COLUMNS
 
 __all__ = ["format_rows"]
-
-
-def _si(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 def _cell(name: str, value: Any) -> str:
@@ -29,7 +23,7 @@ def _cell(name: str, value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat(timespec="seconds")
     if name in ("macs", "params", "teacher_macs"):
-        return _si(value)
+        return si(value)
     if name == "macs_fraction":
         return f"{100 * value:.1f}%"
     if name.endswith("_accuracy") or name.endswith("_ms"):
@@ -83,8 +77,6 @@ def format_rows(
     if columns is not None:
         _check_columns(columns)
     if fmt == "table":
-        from prunetune.results.report import format_table
-
         cols = tuple(columns or TABLE_COLUMNS)
         return format_table(cols, [[_cell(c, r.get(c)) for c in cols] for r in rows])
     cols = tuple(columns or COLUMNS)

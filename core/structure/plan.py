@@ -9,7 +9,10 @@ from typing import Any
 
 from prunetune.errors import UsageError
 
-__all__ = ["StudentPlan"]
+__all__ = ["MAX_RATIO", "StudentPlan"]
+
+#: The most any group may lose where nothing else says: a budget's repair never cuts deeper.
+MAX_RATIO = 0.9
 
 
 def _check_ratio(ratio: float, where: str) -> None:
@@ -63,7 +66,7 @@ class StudentPlan:
     kernels: Mapping[str, int] = dataclasses.field(default_factory=dict)
     round_to: int | None = None
     macs_target: float | None = None
-    max_ratio: float = 0.9
+    max_ratio: float = MAX_RATIO
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "pruning")

@@ -21,7 +21,7 @@ from prunetune.components.selection import group_ratios, kept_count
 from prunetune.structure.groups import ChannelGroup, find_groups
 from prunetune.structure.kernels import apply_kernels
 from prunetune.structure.measure import count_macs_params
-from prunetune.structure.plan import StudentPlan
+from prunetune.structure.plan import MAX_RATIO, StudentPlan
 
 __all__ = ["CostLimit", "LayerShape", "MacsCounter", "RepairResult", "layer_shapes", "repair", "student_macs"]
 
@@ -211,7 +211,7 @@ def repair(
     plan: StudentPlan,
     budget_macs: int | None,
     example_input: torch.Tensor,
-    max_ratio: float = 0.9,
+    max_ratio: float = MAX_RATIO,
     counter: MacsCounter | None = None,
     limits: Sequence[CostLimit] = (),
 ) -> RepairResult:

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from prunetune.components.pruning import Pruner
-from prunetune.components.scoring import Scorer
+from prunetune.components.scoring import Scorer, calibration_batches
 from prunetune.components.spaces import Candidate, DefineByRun, ModelStructure, SearchSpace
-from prunetune.structure.plan import StudentPlan
+from prunetune.structure.plan import MAX_RATIO, StudentPlan
 from prunetune.student.budget import CostLimit, MacsCounter, repair
 from prunetune.student.surgery import build_student
 from prunetune.training.loop import evaluate
@@ -116,8 +116,7 @@ class ProxyData:
         :func:`recalibrate_bn` gets ``bn_batches`` batches drawn at random (seeded) from it.
         """
         x, y = train[0].cpu(), train[1].cpu()
-        calibration = tuple((x[i : i + batch_size], y[i : i + batch_size])
-                            for i in range(0, min(len(x), batch_size * scorer_batches), batch_size))
+        calibration = tuple(calibration_batches(x, y, scorer_batches, size=batch_size))
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: batch_size * bn_batches]
         norm_batches = tuple(x[order[i : i + batch_size]] for i in range(0, len(order), batch_size))
         hx, hy = held_out[0].cpu(), held_out[1].cpu()
@@ -173,7 +172,7 @@ def screen(
     seed: int,
     *,
     budget_macs: int | None = None,
-    max_ratio: float = 0.9,
+    max_ratio: float = MAX_RATIO,
     round_to: int | None = None,
     scorer_named: Callable[[str], Scorer] | None = None,
     device: torch.device = _CPU,

@@ -183,7 +183,7 @@ def test_the_recipe_options_default_to_the_specs(command: str, capsys: pytest.Ca
     assert (args.schedule, args.nesterov, args.lr, args.batch_size) == (
         JobSpec.schedule, JobSpec.nesterov, JobSpec.lr, JobSpec.batch_size)
     if command == "compress":
-        from prunetune.jobs.compress import CompressSpec
+        from prunetune.jobs.spec import CompressSpec
 
         assert args.finetune_epochs == CompressSpec.finetune_epochs
     args = build_parser().parse_args([command, "--schedule", "cosine", "--no-nesterov"])

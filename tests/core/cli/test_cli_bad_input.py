@@ -70,7 +70,7 @@ def _run_folder(folder: Path, spec: dict | str) -> str:
 
 
 def _old_spec(**changes: object) -> dict:
-    from prunetune.search.spec import SearchSpec
+    from prunetune.searching.spec import SearchSpec
 
     data = json.loads(SearchSpec().to_json())
     return data | changes

@@ -136,3 +136,67 @@ def test_a_registered_non_factory_is_a_type_error() -> None:
     registry.add_model("odd", NotAFactory)
     with pytest.raises(TypeError, match="is a NotAFactory, not a prunetune.components.models.ModelFactory"):
         resolve_model(registry, "odd", {})
+
+
+# -- ModelSpec: the one description an architecture is built from ------------------------------
+
+
+def _zoo() -> Registry:
+    from prunetune.host.manager import Host
+
+    return Host.create().registry
+
+
+def test_a_spec_builds_its_zoo_model_for_its_images_and_classes() -> None:
+    import torch
+
+    from prunetune.components.models import ModelSpec
+
+    spec = ModelSpec("resnet", {"width": "4"}, (1, 28, 28), 7)
+    out = spec.build(_zoo())(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 7)
+    # What the teacher cache and student files record: unchanged in form, so caches still hit.
+    assert spec.meta() == {"model": "resnet", "model_options": {"width": "4"}, "input_shape": [1, 28, 28],
+                           "num_classes": 7}
+
+
+def test_a_live_model_is_copied_never_shared() -> None:
+    from prunetune.components.models import ModelSpec, is_import_spec
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    spec = ModelSpec.of_module(net, (1, 5, 5), 3)
+    built = spec.build(Registry())
+    assert built is not net and all(a.data_ptr() != b.data_ptr() for a, b in zip(built.parameters(), net.parameters()))
+    assert spec.model == "object:torch.nn.modules.container.Sequential" and spec.is_live
+    assert not is_import_spec(spec.model)
+    with pytest.raises(UsageError, match="handed over as a Python object"):
+        resolve_model(Registry(), spec.model, {})
+
+
+@pytest.mark.parametrize(
+    ("meta", "named", "message"),
+    [
+        ({"model": "usernets.cnn:small_cnn"}, None, "code that prunetune imports only when you name it"),
+        ({"model": "usernets.cnn:small_cnn"}, "other.mod:f", "was made with model 'usernets.cnn:small_cnn', not 'other.mod:f'"),
+        ({"model": "object:pkg.Net"}, None, "give that model object"),
+        ({"model": "resnet"}, nn.Linear(1, 1), "not from a model object"),
+        ({"model": "resnet", "input_shape": [1, 28]}, None, "no valid input_shape"),
+        ({"model": "resnet", "num_classes": 0}, None, "no valid num_classes"),
+        ({"model": "resnet", "model_options": [1]}, None, "model options that are not a mapping"),
+    ],
+)
+def test_a_file_never_chooses_code(meta: dict, named: object, message: str) -> None:
+    from prunetune.components.models import ModelSpec
+
+    full = {"input_shape": [1, 28, 28], "num_classes": 10, **meta}
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        ModelSpec.from_meta(full, named, "student 'x.pt'")
+
+
+def test_a_file_of_a_live_model_takes_that_model() -> None:
+    from prunetune.components.models import ModelSpec
+
+    net = nn.Linear(2, 3)
+    spec = ModelSpec.from_meta({"model": "object:torch.nn.Linear", "input_shape": [1, 1, 2], "num_classes": 3},
+                               net, "student 'x.pt'")
+    assert spec.module is net and spec.input_shape == (1, 1, 2)  # a file's model object is the caller's

@@ -7,9 +7,8 @@ import math
 import pytest
 
 from prunetune.errors import UsageError
-from prunetune.jobs.compress import CompressSpec
-from prunetune.jobs.spec import JobSpec
-from prunetune.search.spec import SearchSpec
+from prunetune.jobs.spec import CompressSpec, JobSpec
+from prunetune.searching.spec import SearchSpec
 from prunetune.training.recipe import SCHEDULES, TrainRecipe
 
 

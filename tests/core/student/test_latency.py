@@ -17,8 +17,8 @@ from torch import nn
 
 from prunetune.errors import UsageError
 from prunetune.plugins.models.resnet import ResNetFactory
-from prunetune.search.prepare import _check_reachable
-from prunetune.search.spec import SearchSpec
+from prunetune.searching.prepare import _check_reachable
+from prunetune.searching.spec import SearchSpec
 from prunetune.structure.kernels import kernel_layers
 from prunetune.structure.measure import cpu_latency_ms
 from prunetune.structure.plan import StudentPlan

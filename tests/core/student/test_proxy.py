@@ -16,9 +16,9 @@ from prunetune.components.data import DataSplits
 from prunetune.components.spaces import Candidate, ModelStructure
 from prunetune.host.manager import Host
 from prunetune.plugins.models.resnet import ResNetFactory
-from prunetune.search import run as search
-from prunetune.search.prepare import prepare_search
-from prunetune.search.spec import SCREEN_FILE, SearchSpec
+from prunetune.searching import run as search
+from prunetune.searching.prepare import prepare_search
+from prunetune.searching.spec import SCREEN_FILE, SearchSpec
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.budget import CostLimit, MacsCounter, repair

@@ -14,7 +14,8 @@ from torch import nn
 
 from prunetune.components.distillation import DistillBatch, Distiller
 from prunetune.errors import TrainingDiverged, UsageError
-from prunetune.jobs.compress import CompressSpec, run_compress
+from prunetune.jobs.compress import run_compress
+from prunetune.jobs.spec import CompressSpec
 from prunetune.testing.distillers import TinyConvNet, tiny_problem
 from prunetune.training import loop
 from prunetune.training.recipe import TrainRecipe

@@ -60,12 +60,9 @@ def write_idx() -> Callable[..., Path]:
     return _write_idx
 
 
-@pytest.fixture
-def idx_folder(tmp_path: Path, grey_arrays: Arrays) -> Path:
-    """The four IDX files of :func:`grey_arrays`, training files gzipped, test files plain."""
-    train_x, train_y, test_x, test_y = grey_arrays
-    folder = tmp_path / "idx"
-    folder.mkdir()
+def _write_idx_folder(folder: Path, arrays: Arrays) -> Path:
+    train_x, train_y, test_x, test_y = arrays
+    folder.mkdir(parents=True)
     _write_idx(folder / "train-images-idx3-ubyte", 2051, train_x[:, 0], gz=True)
     _write_idx(folder / "train-labels-idx1-ubyte", 2049, train_y.astype(np.uint8), gz=True)
     _write_idx(folder / "t10k-images-idx3-ubyte", 2051, test_x[:, 0])
@@ -74,22 +71,46 @@ def idx_folder(tmp_path: Path, grey_arrays: Arrays) -> Path:
 
 
 @pytest.fixture
+def write_idx_folder() -> Callable[[Path, Arrays], Path]:
+    """``write_idx_folder(folder, arrays)`` writes the four IDX files of grey ``arrays``
+    (training files gzipped, test files plain) into a new ``folder`` and returns it."""
+    return _write_idx_folder
+
+
+@pytest.fixture
+def idx_folder(tmp_path: Path, grey_arrays: Arrays) -> Path:
+    """The four IDX files of :func:`grey_arrays`, training files gzipped, test files plain."""
+    return _write_idx_folder(tmp_path / "idx", grey_arrays)
+
+
+@pytest.fixture
 def cifar_arrays() -> Arrays:
     """100 training (five batches of 20) and 20 test images, 3x32x32, 10 classes."""
     return _arrays((3, 32, 32), 100, 20, 10)
 
 
-@pytest.fixture
-def cifar_folder(tmp_path: Path, cifar_arrays: Arrays) -> Path:
-    """A ``cifar-10-batches-py`` folder of :func:`cifar_arrays`, pickled like the original."""
-    train_x, train_y, test_x, test_y = cifar_arrays
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    batches = [(f"data_batch_{i + 1}", slice(20 * i, 20 * (i + 1))) for i in range(5)]
+def _write_cifar_folder(folder: Path, arrays: Arrays) -> Path:
+    train_x, train_y, test_x, test_y = arrays
+    folder.mkdir(parents=True)
+    per_batch = len(train_x) // 5
+    batches = [(f"data_batch_{i + 1}", slice(per_batch * i, per_batch * (i + 1))) for i in range(5)]
     for name, rows in batches:
         _pickle_batch(folder / name, train_x[rows], train_y[rows], protocol=2)
     _pickle_batch(folder / "test_batch", test_x, test_y, protocol=pickle.HIGHEST_PROTOCOL)
     return folder
+
+
+@pytest.fixture
+def write_cifar_folder() -> Callable[[Path, Arrays], Path]:
+    """``write_cifar_folder(folder, arrays)`` pickles ``arrays`` (3x32x32, training images a
+    multiple of 5) into a new ``folder`` like CIFAR-10's five training batches and test batch."""
+    return _write_cifar_folder
+
+
+@pytest.fixture
+def cifar_folder(tmp_path: Path, cifar_arrays: Arrays) -> Path:
+    """A ``cifar-10-batches-py`` folder of :func:`cifar_arrays`, pickled like the original."""
+    return _write_cifar_folder(tmp_path / "cifar-10-batches-py", cifar_arrays)
 
 
 def _pickle_batch(path: Path, x: np.ndarray, y: np.ndarray, protocol: int) -> None:
@@ -103,15 +124,27 @@ def _pickle_batch(path: Path, x: np.ndarray, y: np.ndarray, protocol: int) -> No
         pickle.dump(batch, f, protocol=protocol)
 
 
-@pytest.fixture
-def parquet_files(tmp_path: Path, grey_arrays: Arrays) -> tuple[Path, Path]:
-    """``(train, test)`` Parquet files of :func:`grey_arrays`: flat binary pixels + labels."""
-    train_x, train_y, test_x, test_y = grey_arrays
-    paths = tmp_path / "train.parquet", tmp_path / "test.parquet"
+def _write_parquet_files(folder: Path, arrays: Arrays) -> tuple[Path, Path]:
+    train_x, train_y, test_x, test_y = arrays
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "train.parquet", folder / "test.parquet"
     for path, x, y in zip(paths, (train_x, test_x), (train_y, test_y)):
         table = pa.table({"image": [img.tobytes() for img in x], "label": y.astype(np.int64)})
         pq.write_table(table, path)
     return paths
+
+
+@pytest.fixture
+def write_parquet_files() -> Callable[[Path, Arrays], tuple[Path, Path]]:
+    """``write_parquet_files(folder, arrays)`` writes ``folder/train.parquet`` and
+    ``folder/test.parquet`` (flat binary pixels + labels) and returns their paths."""
+    return _write_parquet_files
+
+
+@pytest.fixture
+def parquet_files(tmp_path: Path, grey_arrays: Arrays) -> tuple[Path, Path]:
+    """``(train, test)`` Parquet files of :func:`grey_arrays`: flat binary pixels + labels."""
+    return _write_parquet_files(tmp_path, grey_arrays)
 
 
 def _check_splits(

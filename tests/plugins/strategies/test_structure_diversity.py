@@ -314,8 +314,8 @@ def test_tune_runs_the_searcher_to_the_known_best_structure(tmp_path: Path, ray_
 
 def test_a_search_lands_its_candidates_in_the_leaderboard(tmp_path: Path, ray_cluster: Any) -> None:
     from prunetune.results.leaderboard import Leaderboard
-    from prunetune.search.run import run_search
-    from prunetune.search.spec import SearchSpec
+    from prunetune.searching.run import run_search
+    from prunetune.searching.spec import SearchSpec
 
     spec = SearchSpec(
         name="diversity", strategy="structure_diversity", dataset_options={"limit": 300}, model_options={"width": 4},

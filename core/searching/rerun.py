@@ -1,7 +1,7 @@
 """``prunetune rerun``: train one search trial again from its leaderboard row, and compare.
 
 The run's ``search.json`` gives the search's data, teacher (from the cache: only the student is
-trained) and trial inputs (:func:`prunetune.search.prepare.prepare_search`); the row's parameters give
+trained) and trial inputs (:func:`prunetune.searching.prepare.prepare_search`); the row's parameters give
 the trial's candidate. The trial's code path then runs again in this process, without Ray, with
 the torch thread count the trial had. Nothing is written: no leaderboard row, no run file.
 
@@ -27,9 +27,9 @@ from prunetune.components.models import check_model_named
 from prunetune.errors import UsageError
 from prunetune.results.leaderboard import Leaderboard
 from prunetune.results.report import format_table
-from prunetune.search.prepare import prepare_search
-from prunetune.search.spec import SPEC_FILE, SearchSpec
-from prunetune.search.trial import (
+from prunetune.searching.prepare import prepare_search
+from prunetune.searching.spec import SPEC_FILE, SearchSpec
+from prunetune.searching.trial import (
     TrialInputs,
     distill_candidate,
     make_candidate_student,
@@ -110,7 +110,7 @@ class _Enough(Exception):
 
 
 def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
-    """Train the trial of ``params`` as :func:`prunetune.search.trial.run_trial` does, without Tune.
+    """Train the trial of ``params`` as :func:`prunetune.searching.trial.run_trial` does, without Tune.
 
     Args:
         inputs: The search's trial inputs.
@@ -129,7 +129,7 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
         if fix is not None and not fix.feasible:
             return {**result, "feasible": False, "macs": fix.macs, "plan": json.dumps(fix.plan.to_dict(), sort_keys=True)}
         student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
-        macs, _ = count_macs_params(student, tuple(inputs.model_meta["input_shape"]))
+        macs, _ = count_macs_params(student, inputs.model.input_shape)
         result.update(macs=macs, plan=json.dumps(candidate.plan.to_dict(), sort_keys=True),
                       scorer=meta["scorer"], distiller=meta["distiller"])
         last = epochs or inputs.epochs

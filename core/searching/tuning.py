@@ -5,12 +5,13 @@ Imported only when a search runs, so Ray loads only then.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,22 @@ from prunetune.components.cluster import ensure_ray
 from prunetune.components.spaces import DefineByRun
 from prunetune.host.manager import Host
 from prunetune.results.leaderboard import Leaderboard
-from prunetune.search.prepare import SearchRun
-from prunetune.search.spec import OBJECTIVES, SearchSpec
-from prunetune.search.trial import run_trial
+from prunetune.searching.prepare import SearchRun
+from prunetune.searching.spec import OBJECTIVES, SearchSpec
+from prunetune.searching.trial import run_trial
 
 __all__ = [
     "MAX_FAILURES", "LeaderboardWriter", "RowContext", "concurrency", "experiment_path", "fit_trials",
     "reconcile_saved_state", "trial_row", "trial_status",
 ]
 
+#: Tune's output settings for a search: the older reporter (silent at verbosity 0), and no warning
+#: that its state is saved often (every epoch's checkpoint asks for it, on purpose).
+_TUNE_OUTPUT = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
 #: How many times Tune restarts a failed trial (from scratch: trials resume no checkpoint).
 #: Only a lost worker or node fails a trial: a trial's own errors (a plugin's exception, a
-#: diverged loss) are its reported result (see :func:`prunetune.search.trial.run_trial`), since the
+#: diverged loss) are its reported result (see :func:`prunetune.searching.trial.run_trial`), since the
 #: same plan would fail the same way again.
 MAX_FAILURES = 2
 
@@ -117,7 +122,8 @@ def trial_row(ctx: RowContext, trial_id: str, metrics: Mapping[str, Any], error:
         "params": metrics.get("params"),
         "macs_fraction": metrics.get("macs_fraction"),
         "teacher_macs": ctx.teacher_macs,
-        "teacher_accuracy": ctx.teacher_val_accuracy if kind == "trial" else metrics.get("teacher_test_accuracy"),
+        "teacher_accuracy": ctx.teacher_val_accuracy,
+        "teacher_test_accuracy": metrics.get("teacher_test_accuracy"),
         "latency_b1_ms": metrics.get("latency_b1_ms"),
         "latency_b256_ms": metrics.get("latency_b256_ms"),
         "epochs": int(metrics.get("epoch") or 0),
@@ -208,7 +214,7 @@ def _scheduler(spec: SearchSpec) -> ASHAScheduler | None:
     it before. Ray's default keeps only the top quarter, which with a dozen short trials stops
     nearly every trial after the first. ASHA is asynchronous (the first trial at a rung always
     passes it), so the kept trial is chosen at an epoch that trials reached alike
-    (:func:`prunetune.search.final.choose_trials`). Ray's synchronous HyperBand is not offered: it
+    (:func:`prunetune.searching.final.choose_trials`). Ray's synchronous HyperBand is not offered: it
     pauses trials at rungs and resumes them from a checkpoint, and trials start from scratch.
     """
     if spec.scheduler != "asha":
@@ -298,6 +304,22 @@ def _tuner(run: SearchRun, writer: LeaderboardWriter, resume: bool) -> tune.Tune
     )
 
 
+@contextlib.contextmanager
+def _tune_output(progress: bool) -> Iterator[None]:
+    """Tune's terminal output only with ``progress``: its newer reporter prints the experiment's
+    configuration box whatever the verbosity, its older one prints nothing at verbosity 0."""
+    saved = {name: os.environ.get(name) for name in _TUNE_OUTPUT}
+    os.environ.update({k: v for k, v in _TUNE_OUTPUT.items() if not progress or k != "RAY_AIR_NEW_OUTPUT"})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def fit_trials(run: SearchRun, board: Leaderboard, ctx: RowContext, resume: bool = False) -> tune.ResultGrid:
     """Run (or continue) the trials; every finished trial ends with exactly one leaderboard row."""
     ensure_ray(run.spec.address)
@@ -306,7 +328,8 @@ def fit_trials(run: SearchRun, board: Leaderboard, ctx: RowContext, resume: bool
     folder = Path(os.path.join(*experiment_path(run)))
     if resume and folder.is_dir():  # a local or shared folder; a remote one is Tune's alone
         resume, lost = reconcile_saved_state(folder, board, ctx.run_id)
-    results = _tuner(run, writer, resume).fit()
+    with _tune_output(run.spec.progress):
+        results = _tuner(run, writer, resume).fit()
     # A driver killed between a trial's end and its row leaves the row to write now.
     for result in results:
         metrics = result.metrics or {}

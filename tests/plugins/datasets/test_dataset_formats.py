@@ -1,4 +1,5 @@
-"""Checks every dataset plugin passes, each on a tiny dataset in its own format."""
+"""The built-in dataset plugins, each on a tiny dataset in its own format: the images they read
+are the raw ones, limits and bad options (the shared checks are in test_dataset_conformance.py)."""
 
 from __future__ import annotations
 

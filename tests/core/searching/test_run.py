@@ -20,9 +20,9 @@ from prunetune.host.manager import Host
 from prunetune.jobs.evaluate import evaluate_checkpoint
 from prunetune.results.checkpoint import load_student
 from prunetune.results.leaderboard import Leaderboard
-from prunetune.search.prepare import SENSITIVITY_POWERS, prepare_search
-from prunetune.search.run import run_search
-from prunetune.search.spec import SearchSpec
+from prunetune.searching.prepare import SENSITIVITY_POWERS, prepare_search
+from prunetune.searching.run import run_search
+from prunetune.searching.spec import SearchSpec
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.budget import MacsCounter, repair, student_macs
 
@@ -67,6 +67,12 @@ def test_the_searcher_starts_from_the_uniform_then_the_sensitivity_plans(tmp_pat
     assert unbudgeted.seeded == () and unbudgeted.first_points == [unbudgeted.baseline]
 
 
+def meta_teacher_test(run_dir: Path) -> float:
+    """The teacher's test accuracy the best student's file records."""
+    _, meta = load_student(Host.create().registry, run_dir / "best_student.pt")
+    return meta["teacher_metrics"]["accuracy"]
+
+
 def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     # Two workers start at once: without a concurrency limit Tune starts one at a time, and as
     # it reuses workers, trials this short would all run on the first one before a second starts.
@@ -89,6 +95,9 @@ def test_a_search_runs_on_both_nodes_and_keeps_the_best_student(tmp_path: Path, 
     assert finals[0]["trial_id"] == f"final-{best['trial_id']}"
     assert finals[0]["test_accuracy"] is not None and finals[0]["macs_fraction"] <= 0.3 + 1e-9
     assert finals[0]["hardware"] == "cpu x1"
+    # teacher_accuracy is the validation one in every row; the final row adds the test one.
+    assert len({r["teacher_accuracy"] for r in rows}) == 1 and {r["teacher_test_accuracy"] for r in trials} == {None}
+    assert finals[0]["teacher_test_accuracy"] == meta_teacher_test(run_dir)
     assert all(r["train_seconds"] > 0 and r["prune_seconds"] > 0 and r["overhead_seconds"] >= 0 for r in trials)
     assert all(r["wall_seconds"] == pytest.approx(r["train_seconds"] + r["prune_seconds"] + r["overhead_seconds"])
                for r in trials)

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunetune.components.cluster import loopback_ray
+from prunetune.components.data import DataSplits
 from prunetune.host.manager import Host
 from prunetune.results.leaderboard import Leaderboard
-from prunetune.search.prepare import SearchRun, prepare_search
-from prunetune.search.resources import check_local_fit, local_resources
-from prunetune.search.spec import SCREEN_FILE, SPEC_FILE, SearchSpec
+from prunetune.searching.prepare import SearchRun, prepare_search
+from prunetune.searching.resources import check_local_fit, local_resources
+from prunetune.searching.spec import SCREEN_FILE, SPEC_FILE, SearchSpec
 
 __all__ = ["hardware", "run_search"]
 
@@ -54,17 +56,22 @@ def _write_screen(run: SearchRun) -> None:
 
 
 def run_search(spec: SearchSpec, resume: str | None = None, host: Host | None = None,
-               echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or, with ``resume``, continue) a search; return the summary of its best student(s)."""
+               echo: Callable[[str], None] = print, data: DataSplits | None = None,
+               teacher: nn.Module | None = None) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a search; return the summary of its best student(s).
+
+    ``data`` and ``teacher`` are a Python caller's own, used instead of the dataset and model
+    ``spec`` names (see :func:`prunetune.jobs.setup.set_up_job`).
+    """
     if spec.address is None:
         check_local_fit(spec.cpus_per_trial, spec.gpus_per_trial, local_resources())
         loopback_ray()  # nothing outside this machine needs to reach an embedded Ray
-    from prunetune.search.final import finish_run
-    from prunetune.search.tuning import RowContext, fit_trials  # Ray and Optuna load only here
+    from prunetune.searching.final import finish_run
+    from prunetune.searching.tuning import RowContext, fit_trials  # Ray and Optuna load only here
 
     spec = spec.with_absolute_paths()
     run_dir = Path(resume).resolve() if resume else None
-    prepared = prepare_search(spec, host, run_dir.name if run_dir else None, echo, run_dir)
+    prepared = prepare_search(spec, host, run_dir.name if run_dir else None, echo, run_dir, data=data, teacher=teacher)
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (prepared.run_dir / SPEC_FILE).write_text(spec.to_json())

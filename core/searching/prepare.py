@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,14 @@ from typing import Any
 import torch
 
 from prunetune.components.data import DataSplits
-from prunetune.components.models import resolve_model
+from prunetune.components.scoring import calibration_batches
 from prunetune.components.spaces import Candidate, ModelStructure, SearchSpace
 from prunetune.errors import UsageError
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
-from prunetune.jobs.compress import build_teacher_model, check_plan
-from prunetune.search.spec import SearchSpec
-from prunetune.search.trial import LATENCY_METRIC, ComponentChoice, TrialInputs
+from prunetune.jobs.setup import set_up_job
+from prunetune.searching.spec import SearchSpec
+from prunetune.searching.trial import LATENCY_METRIC, ComponentChoice, TrialInputs
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.budget import CostLimit, MacsCounter, repair
@@ -34,8 +35,6 @@ from prunetune.student.proxy import screen as screen_plans
 from prunetune.student.sensitivity import group_sensitivity, sensitivity_plan
 from prunetune.training.devices import select_device
 from prunetune.training.loop import evaluate, teacher_logits_for
-from prunetune.training.recipe import TrainRecipe
-from prunetune.training.teacher import obtain_teacher
 
 __all__ = ["SENSITIVITY_POWERS", "SearchRun", "prepare_search"]
 
@@ -80,21 +79,7 @@ class SearchRun:
 
 def _run_id(spec: SearchSpec) -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return spec.name or f"{spec.model.replace(':', '-').replace('.', '-')}-{spec.dataset}-{stamp}"
-
-
-def _check_components(host: Host, spec: SearchSpec) -> dict[str, str]:
-    registry = host.registry
-    versions = {}
-    for kind, name, options in [
-        ("scorer", spec.scorer, spec.scorer_options), ("pruner", spec.pruner, spec.pruner_options),
-        ("distiller", spec.distiller, spec.distiller_options), ("search_space", spec.space, spec.space_options),
-        ("strategy", spec.strategy, spec.strategy_options), ("dataset", spec.dataset, spec.dataset_options),
-    ]:
-        registry.create(kind, name, options)
-        component = registry.get(kind, name)
-        versions[f"{kind}.{name}"] = f"{component.distribution} {component.version}"
-    return versions
+    return spec.name or f"{re.sub(r'[^A-Za-z0-9_-]', '-', spec.model)}-{spec.dataset}-{stamp}"
 
 
 def _check_folder(path: str, option: str) -> None:
@@ -137,22 +122,18 @@ def _check_reachable(model: torch.nn.Module, example: torch.Tensor, spec: Search
 
 def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | None = None,
                    echo: Callable[[str], None] = print, run_dir: Path | None = None,
-                   for_search: bool = True) -> SearchRun:
+                   for_search: bool = True, data: DataSplits | None = None,
+                   teacher: torch.nn.Module | None = None) -> SearchRun:
     """Resolve and check everything, then load data and the teacher (trained once if needed).
 
     ``run_dir`` (with ``run_id``) is the folder of an existing run. ``for_search=False``
     prepares only what a single trial needs (``prunetune rerun``): nothing will be written, so
-    the output folders are not checked, and no first points are computed.
+    the output folders are not checked, and no first points are computed. ``data`` and
+    ``teacher`` are a Python caller's own (see :func:`prunetune.jobs.setup.set_up_job`).
 
     Raises:
         UsageError: any bad input, before anything is trained or written.
     """
-    host = host or Host.create()
-    registry = host.registry
-    versions = _check_components(host, spec)
-    factory = resolve_model(registry, spec.model, spec.model_options)
-    if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
-        raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
     resuming = run_dir is not None
     run_id = run_id or _run_id(spec)
     run_dir = run_dir or Path(spec.run_root) / run_id
@@ -161,23 +142,16 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     if for_search:
         _check_folder(spec.run_root, "--runs")
         _check_folder(spec.leaderboard, "--leaderboard")
-
-    data = registry.create("dataset", spec.dataset, spec.dataset_options).load(spec.seed, spec.val_fraction)
-    untrained = build_teacher_model(factory, data, spec.model)
-    check_plan(untrained, StudentPlan(), data.train_x[:1])
+    setup, untrained = set_up_job(spec, host, [("search_space", spec.space, spec.space_options),
+                                               ("strategy", spec.strategy, spec.strategy_options)], data, teacher)
+    registry, data = setup.registry, setup.data
     _check_reachable(untrained, data.train_x[:1], spec)
     # Timed before the teacher trains and any trial starts: nothing else runs on these cores.
     table = None
     if for_search or spec.latency_cap != "none":  # a rerun repairs plans as its trial did
         table = _latency_table(registry, spec, untrained, data.train_x[:1], echo)
     device = select_device("auto")
-    c, h, _ = data.input_shape
-    meta = {"model": spec.model, "model_options": dict(spec.model_options),
-            "input_shape": list(data.input_shape), "num_classes": data.num_classes}
-    recipe = TrainRecipe(epochs=spec.teacher_epochs, batch_size=spec.batch_size, lr=spec.teacher_lr, seed=spec.seed)
-    teacher, source = obtain_teacher(lambda: factory.build(c, data.num_classes, h), meta, data, recipe, device,
-                                     checkpoint=spec.teacher_checkpoint, progress=spec.progress)
-    echo(f"teacher: {source}")
+    teacher, source = setup.obtain_teacher(device, echo, teacher)
     example = data.train_x[:1].to(device)
     structure = ModelStructure.of(teacher, example)
     teacher_macs, _ = count_macs_params(teacher, data.input_shape)
@@ -197,7 +171,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform,
                                  (table, budget_ms)) if for_search else ()
     inputs = TrialInputs(
-        model_meta=meta, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+        model=setup.model, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,
         teacher_logits=logits,
         components=ComponentChoice(spec.scorer, spec.pruner, spec.distiller, dict(spec.scorer_options),
@@ -210,8 +184,8 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     # Not when resuming: a restored searcher has had its first points already.
     screened = (_screened(registry, spec, space, structure, teacher, data, budget, inputs.calibration_batches,
                           device, echo, (table, budget_ms)) if for_search and not resuming and spec.screen > 0 else ())
-    return SearchRun(spec, run_id, run_dir, host, data, teacher.cpu(), source, teacher_macs, teacher_val,
-                     structure, inputs, baseline, versions, seeded, screened, uniform_plan)
+    return SearchRun(spec, run_id, run_dir, setup.host, data, teacher.cpu(), source, teacher_macs, teacher_val,
+                     structure, inputs, baseline, setup.versions, seeded, screened, uniform_plan)
 
 
 def _latency_table(registry: Registry, spec: SearchSpec, model: torch.nn.Module, example: torch.Tensor,
@@ -262,10 +236,12 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace
         return ()
     # Training images: validation ranks the trials and stays unseen until then.
     x, y = data.train_x[:512].cpu(), data.train_y[:512].cpu()
-    calibration = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+    calibration = calibration_batches(x, y)
     teacher = teacher.cpu()
-    sensitivity = group_sensitivity(teacher, list(structure.groups), uniform, registry.create("pruner", "channel"),
-                                    registry.create("scorer", spec.scorer, spec.scorer_options), x, y, calibration)
+    # The run's own pruner and scorer: the plans' sensitivities are those of the students it builds.
+    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
+    scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
+    sensitivity = group_sensitivity(teacher, list(structure.groups), uniform, pruner, scorer, x, y, calibration)
     counter = MacsCounter(teacher, x[:1])
 
     def on_grid(ratios: dict[str, float]) -> dict[str, float]:

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("ray")
 
 from prunetune.results.leaderboard import Leaderboard  # noqa: E402
-from prunetune.search.final import choose_trials  # noqa: E402
-from prunetune.search.spec import SearchSpec  # noqa: E402
-from prunetune.search.tuning import RowContext, _scheduler, concurrency, trial_row  # noqa: E402
+from prunetune.searching.final import choose_trials  # noqa: E402
+from prunetune.searching.spec import SearchSpec  # noqa: E402
+from prunetune.searching.tuning import RowContext, _scheduler, concurrency, trial_row  # noqa: E402
 
 CTX = RowContext("run", SearchSpec(epochs=2), 4_000_000, 90.0, {"scorer.l1": "prunetune 0.1.0"}, None, "cpu")
 

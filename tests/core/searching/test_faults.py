@@ -23,9 +23,12 @@ from prunetune.host.manager import Host  # noqa: E402
 from prunetune.results.checkpoint import load_student  # noqa: E402
 from prunetune.results.leaderboard import Leaderboard  # noqa: E402
 from prunetune.results.schema import SCHEMA  # noqa: E402
-from prunetune.search.prepare import prepare_search  # noqa: E402
-from prunetune.search.spec import SPEC_FILE, SearchSpec  # noqa: E402
+from prunetune.searching.prepare import prepare_search  # noqa: E402
+from prunetune.searching.spec import SPEC_FILE, SearchSpec  # noqa: E402
 from tests.distributions import install_distribution  # noqa: E402
+
+# Every test here runs searches on Ray, most of them through subprocess drivers.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # test_search.py's tiny settings, as command-line arguments.
 TINY = ["--dataset-opt", "limit=300", "--model-opt", "width=4", "--teacher-epochs", "1", "--epochs", "1",
@@ -40,9 +43,9 @@ import json, os, signal, sys
 from prunetune.components.cluster import loopback_ray
 
 loopback_ray()
-import prunetune.search.final
+import prunetune.searching.final
 import prunetune.results.leaderboard
-import prunetune.search.tuning
+import prunetune.searching.tuning
 from prunetune.cli import main
 
 point, record, args = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -55,7 +58,7 @@ def die(**facts):
 
 
 if point == "trial":  # once a trial's row is written while another trial runs
-    complete = prunetune.search.tuning.LeaderboardWriter.on_trial_complete
+    complete = prunetune.searching.tuning.LeaderboardWriter.on_trial_complete
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         complete(self, iteration, trials, trial, **info)
@@ -63,7 +66,7 @@ if point == "trial":  # once a trial's row is written while another trial runs
         if running:
             die(written=trial.trial_id, running=running)
 
-    prunetune.search.tuning.LeaderboardWriter.on_trial_complete = on_trial_complete
+    prunetune.searching.tuning.LeaderboardWriter.on_trial_complete = on_trial_complete
 elif point == "write":  # the second row's file is written under its dot-name, not yet renamed
     write = prunetune.results.leaderboard.Leaderboard.write
     calls = []
@@ -83,7 +86,7 @@ elif point == "write":  # the second row's file is written under its dot-name, n
 
     prunetune.results.leaderboard.Leaderboard.write = killing_write
 elif point == "final":  # every trial done, the best one about to be distilled again
-    prunetune.search.final._train_remote = lambda run, candidate: die(trial_rows=len(
+    prunetune.searching.final._train_remote = lambda run, candidate: die(trial_rows=len(
         prunetune.results.leaderboard.Leaderboard(run.spec.leaderboard).rows(kind="trial")))
 else:
     raise SystemExit(f"unknown point {point}")
@@ -199,14 +202,14 @@ NODE_LOSS_DRIVER = '''
 import json, sys
 
 from prunetune.components.cluster import loopback_ray
-from prunetune.search.run import run_search
-from prunetune.search.spec import SearchSpec
+from prunetune.searching.run import run_search
+from prunetune.searching.spec import SearchSpec
 
 loopback_ray()
 import ray
 from ray.cluster_utils import Cluster
 
-import prunetune.search.tuning
+import prunetune.searching.tuning
 
 out = sys.argv[1]
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -223,7 +226,7 @@ def on_trial_result(self, iteration, trials, trial, result, **info):
         removed.append(trial.trial_id)
 
 
-prunetune.search.tuning.LeaderboardWriter.on_trial_result = on_trial_result
+prunetune.searching.tuning.LeaderboardWriter.on_trial_result = on_trial_result
 spec = SearchSpec(run_root=out + "/runs", leaderboard=out + "/board", name="lost-node", num_samples=3,
                   max_concurrent=2, address=cluster.address, dataset_options={"limit": "300"},
                   model_options={"width": "4"}, teacher_epochs=1, epochs=2, final_epochs=1, progress=False)

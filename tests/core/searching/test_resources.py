@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prunetune.errors import UsageError
-from prunetune.search.resources import check_local_fit, local_resources
+from prunetune.searching.resources import check_local_fit, local_resources
 
 
 def test_local_resources_are_this_machines() -> None:

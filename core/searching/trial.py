@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunetune.components.models import resolve_model
+from prunetune.components.models import ModelSpec
+from prunetune.components.scoring import calibration_batches
 from prunetune.components.spaces import Candidate
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
@@ -72,7 +73,7 @@ class TrialInputs:
     (``dataclasses.replace`` makes one).
     """
 
-    model_meta: dict[str, Any]  # model, model_options, input_shape, num_classes
+    model: ModelSpec  # the teacher's architecture
     teacher_state: dict[str, torch.Tensor]
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -98,10 +99,9 @@ class TrialInputs:
     token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex, init=False)
 
 
-def build_teacher(registry: Registry, meta: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+def build_teacher(registry: Registry, model: ModelSpec, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """The teacher from its description and weights, in eval mode."""
-    c, h, _ = meta["input_shape"]
-    model = resolve_model(registry, meta["model"], meta.get("model_options", {})).build(c, int(meta["num_classes"]), h)
+    model = model.build(registry)
     model.load_state_dict(state)
     return model.eval()
 
@@ -118,17 +118,14 @@ def make_candidate_student(
     scorer_name = candidate.scorer or comp.scorer
     scorer = registry.create("scorer", scorer_name, comp.scorer_options if scorer_name == comp.scorer else {})
     pruner = registry.create("pruner", comp.pruner, comp.pruner_options)
-    calibration = [
-        (inputs.train_x[i : i + 64].to(device), inputs.train_y[i : i + 64].to(device))
-        for i in range(0, min(len(inputs.train_x), 64 * inputs.calibration_batches), 64)
-    ]
+    calibration = calibration_batches(inputs.train_x, inputs.train_y, inputs.calibration_batches, device)
     example = inputs.train_x[:1].to(device)
     student, record = build_student(
         teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=inputs.seed, retrain=retrain,
     )
     check_output_shape(comp.pruner, teacher, student, example)
     meta = {
-        **inputs.model_meta,
+        **inputs.model.meta(),
         "plan": candidate.plan.to_dict(),
         "scorer": scorer_name,
         "pruner": comp.pruner,
@@ -179,7 +176,7 @@ def worker_state(inputs: TrialInputs) -> WorkerState:
         _STATE = None  # frees the previous search's teacher before the next is built
         registry = Host.create().registry
         device = _device(inputs)
-        cpu_teacher = build_teacher(registry, inputs.model_meta, inputs.teacher_state)
+        cpu_teacher = build_teacher(registry, inputs.model, inputs.teacher_state)
         teacher = cpu_teacher if device.type == "cpu" else copy.deepcopy(cpu_teacher).to(device)
         _STATE = WorkerState(inputs.token, registry, teacher, cpu_teacher, device)
     return _STATE
@@ -287,7 +284,7 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
     torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
     state = worker_state(inputs)
     params = dict(config)
-    shape = tuple(inputs.model_meta["input_shape"])
+    shape = inputs.model.input_shape
     known: dict[str, Any] = {"params_json": json.dumps(params, sort_keys=True), "node": _node_id(), "feasible": True,
                              "repaired": False, "hardware": describe_device(state.device), "epoch": 0}
     try:
@@ -320,7 +317,7 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 save_student(Path(folder) / "student.pt", student, meta)
                 # A JSON string, not a list, so Tune stores it as one value; the final choice
-                # compares trials stopped early at the epochs they all reached (prunetune.search.final).
+                # compares trials stopped early at the epochs they all reached (prunetune.searching.final).
                 report = {**known, "val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"],
                           "val_history": json.dumps(history), "train_loss": metrics["train_loss"],
                           **clock.seconds()}

@@ -24,9 +24,9 @@ from prunetune.results.leaderboard import Leaderboard
 from prunetune.results.plot import pareto_png
 from prunetune.results.report import side_by_side
 from prunetune.results.summary import pareto_front, rank_at_equal_epochs
-from prunetune.search.prepare import SearchRun
-from prunetune.search.trial import TrialInputs, distill_candidate, make_candidate_student, worker_state
-from prunetune.search.tuning import RowContext, trial_row
+from prunetune.searching.prepare import SearchRun
+from prunetune.searching.trial import TrialInputs, distill_candidate, make_candidate_student, worker_state
+from prunetune.searching.tuning import RowContext, trial_row
 from prunetune.structure.measure import Measurement, measure
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.budget import MacsCounter
@@ -172,7 +172,7 @@ def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext, echo: Callab
             board.write([failed], key=f"{run.run_id}-final-{row['trial_id']}")
             echo(f"final training of trial {row['trial_id']} diverged: {exc}")
             continue
-        student = rebuild_student(registry, meta, run.spec.model)
+        student = rebuild_student(registry, meta, run.inputs.model.module or run.spec.model)
         student.load_state_dict(state)
         val_acc, _ = evaluate(student, data.val_x, data.val_y, device)
         test_acc, _ = evaluate(student, data.test_x, data.test_y, device)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from prunetune.jobs.spec import JobSpec
-from prunetune.search import trial as trial_module
-from prunetune.search.prepare import SearchRun, prepare_search
-from prunetune.search.spec import SearchSpec
-from prunetune.search.trial import TrialClock, TrialInputs, run_trial, worker_state
+from prunetune.searching import trial as trial_module
+from prunetune.searching.prepare import SearchRun, prepare_search
+from prunetune.searching.spec import SearchSpec
+from prunetune.searching.trial import TrialClock, TrialInputs, run_trial, worker_state
 from prunetune.training.recipe import TrainRecipe
 
 TINY = dict(dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=2,

@@ -14,11 +14,11 @@ import pytest
 pytest.importorskip("ray")
 
 from prunetune.results.leaderboard import Leaderboard  # noqa: E402
-from prunetune.search import final as final_module  # noqa: E402
-from prunetune.search.final import UNIFORM_TOLERANCE, finish_run, not_slower_than_uniform, train_final  # noqa: E402
-from prunetune.search.prepare import SearchRun, prepare_search  # noqa: E402
-from prunetune.search.spec import SearchSpec  # noqa: E402
-from prunetune.search.tuning import RowContext, trial_row  # noqa: E402
+from prunetune.searching import final as final_module  # noqa: E402
+from prunetune.searching.final import UNIFORM_TOLERANCE, finish_run, not_slower_than_uniform, train_final  # noqa: E402
+from prunetune.searching.prepare import SearchRun, prepare_search  # noqa: E402
+from prunetune.searching.spec import SearchSpec  # noqa: E402
+from prunetune.searching.tuning import RowContext, trial_row  # noqa: E402
 from prunetune.structure.plan import StudentPlan  # noqa: E402
 
 TINY = dict(dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=1, final_epochs=1,

@@ -13,8 +13,8 @@ import torch
 
 from prunetune.cli import main
 from prunetune.results.leaderboard import Leaderboard
-from prunetune.search.run import run_search
-from prunetune.search.spec import SPEC_FILE, SearchSpec
+from prunetune.searching.run import run_search
+from prunetune.searching.spec import SPEC_FILE, SearchSpec
 
 TINY = dict(
     dataset_options={"limit": 300}, model_options={"width": 4}, teacher_epochs=1, epochs=1,

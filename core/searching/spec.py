@@ -10,12 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from prunetune.errors import UsageError
 from prunetune.jobs.spec import JobSpec
+from prunetune.structure.plan import MAX_RATIO
 
-__all__ = ["OBJECTIVES", "SCREEN_FILE", "SPEC_FILE", "SearchSpec"]
+__all__ = ["OBJECTIVES", "SCHEDULERS", "SCREEN_FILE", "SPEC_FILE", "SearchSpec"]
 
 #: Objective name -> (reported metric, mode).
 OBJECTIVES = {
@@ -24,6 +23,8 @@ OBJECTIVES = {
     "params": ("params", "min"),
     "latency": ("latency_b256_ms", "min"),
 }
+#: Ray Tune trial schedulers a search may use.
+SCHEDULERS = ("fifo", "asha")
 SPEC_FILE = "search.json"
 SCREEN_FILE = "screen.json"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -42,7 +43,7 @@ class SearchSpec(JobSpec):
     max_latency: float | str | None = None  # ms, "uniform" or "none"; None: see latency_cap
     latency_batch: int = 256
     latency_threads: int | None = None  # None: torch.get_num_threads() when the spec is made
-    max_ratio: float = 0.9
+    max_ratio: float = MAX_RATIO
     round_to: int | None = None
     objectives: tuple[str, ...] = ("accuracy",)
     num_samples: int = 12
@@ -68,7 +69,7 @@ class SearchSpec(JobSpec):
             (self.max_concurrent is None or self.max_concurrent >= 1, f"--max-concurrent must be at least 1, got {self.max_concurrent}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, got {self.cpus_per_trial}"),
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be 0 or more, got {self.gpus_per_trial}"),
-            (self.scheduler in ("fifo", "asha"), f"--scheduler must be fifo or asha, got {self.scheduler!r}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.final_epochs >= 0, f"--final-epochs must be 0 or more, got {self.final_epochs}"),
             (self.screen >= 0, f"--screen must be 0 or more, got {self.screen}"),
@@ -97,6 +98,8 @@ class SearchSpec(JobSpec):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{option} must be a whole number of at least 1, got {value}")
         if self.latency_threads is None:  # recorded, so a resumed run times as this one did
+            import torch  # here, not above: the command line reads this module's defaults
+
             object.__setattr__(self, "latency_threads", torch.get_num_threads())
 
     @property

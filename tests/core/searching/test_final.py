@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ray")
 
 from prunetune.results.summary import pareto_front  # noqa: E402
-from prunetune.search.final import choose_trials  # noqa: E402
+from prunetune.searching.final import choose_trials  # noqa: E402
 
 
 def trial(trial_id: str, history: list[float] | None, status: str = "ok", macs: int = 1000,
