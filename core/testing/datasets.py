@@ -24,7 +24,6 @@ large enough that :attr:`~DatasetConformance.val_fraction` of it is a few images
 from __future__ import annotations
 
 import abc
-import dataclasses
 import random
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pytest
 import torch
 
 from prunetune.components.data import DatasetSource, DataSplits
+from prunetune.testing.contract import check_component_contract
 
 __all__ = ["DatasetConformance", "same_images_up_to_normalisation"]
 
@@ -97,14 +97,7 @@ class DatasetConformance(abc.ABC):
         return self.make_source().load(seed, fraction)
 
     def test_declares_config_and_description(self) -> None:
-        source = self.make_source()
-        assert isinstance(source, DatasetSource)
-        config_cls = getattr(type(source), "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls), "needs a Config"
-        frozen = config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-        assert frozen, "the dataset's Config must be a frozen dataclass"
-        type(source)(config_cls())
-        assert (type(source).__doc__ or "").strip(), "the docstring's first line is its description"
+        check_component_contract(self.make_source(), DatasetSource, "dataset")
 
     def test_load_gives_typed_splits(self) -> None:
         splits = self._load()

@@ -15,13 +15,13 @@ when the distiller needs a particular architecture.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 
 import torch
 from torch import nn
 
 from prunetune.components.distillation import DistillBatch, Distiller, capture_outputs
+from prunetune.testing.contract import check_component_contract
 from prunetune.training.recipe import TrainRecipe
 from prunetune.training.train import distill
 
@@ -112,13 +112,7 @@ class DistillerConformance:
         return distiller.loss(batch), extra
 
     def test_component_contract(self) -> None:
-        cls = type(self.make_distiller())
-        config_cls = getattr(cls, "Config", None)
-        assert config_cls is not None and dataclasses.is_dataclass(config_cls), "needs a Config"
-        frozen = vars(config_cls)["__dataclass_params__"].frozen
-        assert frozen, "Config must be a frozen dataclass"
-        assert (cls.__doc__ or "").strip(), "the docstring's first line is its description"
-        assert issubclass(cls, Distiller)
+        check_component_contract(self.make_distiller(), Distiller, "distiller")
 
     def test_bind_returns_module(self) -> None:
         teacher, student = self.make_models()

@@ -18,7 +18,6 @@ with the ``channel`` pruner and the ``l1`` scorer, as a compression run would.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import functools
 
 import torch
@@ -34,6 +33,7 @@ from prunetune.structure.kernels import apply_kernels, kernel_layers
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.surgery import build_student
+from prunetune.testing.contract import check_component_contract
 
 __all__ = ["ModelConformance"]
 
@@ -75,14 +75,7 @@ class ModelConformance(abc.ABC):
         return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
     def test_component_contract(self) -> None:
-        factory = self.make_factory()
-        cls = type(factory)
-        assert isinstance(factory, ModelFactory)
-        config_cls = getattr(cls, "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls), "needs a Config"
-        assert config_cls.__dataclass_params__.frozen, "Config must be a frozen dataclass"  # type: ignore[attr-defined]
-        cls(config_cls())  # every option has a default
-        assert (cls.__doc__ or "").strip(), "the docstring's first line is its description"
+        check_component_contract(self.make_factory(), ModelFactory, "model")
 
     def test_logits_for_every_supported_input(self) -> None:
         assert self.supported_inputs, "list at least one (in_channels, image_size) pair"

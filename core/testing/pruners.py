@@ -38,6 +38,7 @@ from prunetune.structure.kernels import apply_kernels
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.surgery import build_student, check_output_shape
+from prunetune.testing.contract import check_component_contract
 from prunetune.testing.scorers import ModelSnapshot, conformance_context, conformance_model
 
 __all__ = ["Pruned", "PrunerConformance"]
@@ -194,14 +195,7 @@ class PrunerConformance(abc.ABC):
                 assert not weight[rows].any(), f"masked channels of {member.name} are not zero"
 
     def test_component_contract(self) -> None:
-        pruner = self.make_pruner()
-        cls = type(pruner)
-        assert isinstance(pruner, Pruner)
-        config_cls = getattr(cls, "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls), "needs a Config"
-        assert config_cls.__dataclass_params__.frozen, "Config must be a frozen dataclass"  # type: ignore[attr-defined]
-        cls(config_cls())
-        assert (cls.__doc__ or "").strip(), "the docstring's first line is its description"
+        check_component_contract(self.make_pruner(), Pruner, "pruner")
 
     def test_keeps_output_shape(self) -> None:
         pruned = self._build()

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunetune.components.scoring import ScoreContext, Scorer
 from prunetune.structure.groups import ChannelGroup, find_groups
+from prunetune.testing.contract import check_component_contract
 
 __all__ = [
     "ConformanceNet",
@@ -154,14 +155,7 @@ class ScorerConformance(abc.ABC):
         return model, find_groups(model, ctx.example_input), ctx
 
     def test_declares_config_and_description(self) -> None:
-        scorer = self.make_scorer()
-        config_cls = getattr(type(scorer), "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)
-        frozen = config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-        assert frozen, "the scorer's Config must be a frozen dataclass"
-        type(scorer)(config_cls())
-        doc = (type(scorer).__doc__ or "").strip()
-        assert doc, "the scorer's docstring's first line is its description"
+        check_component_contract(self.make_scorer(), Scorer, "scorer")
 
     def test_one_finite_score_per_channel(self) -> None:
         _, groups, ctx = self._setup()

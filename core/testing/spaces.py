@@ -45,6 +45,8 @@ from prunetune.testing.scorers import conformance_model
 if TYPE_CHECKING:
     import optuna
 
+from prunetune.testing.contract import check_component_contract
+
 __all__ = ["ConformanceSpace", "SearchSpaceConformance", "conformance_structure", "effective_plan"]
 
 _CHOICES = ("scorer", "distiller", *DISTILLER_OPTIONS)
@@ -198,14 +200,7 @@ class SearchSpaceConformance(abc.ABC):
         assert trial.params == searched, f"{what} names other parameters than suggest does"
 
     def test_declares_config_and_description(self) -> None:
-        space = self.make_space()
-        assert isinstance(space, SearchSpace)
-        config_cls = getattr(type(space), "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls), "needs a Config"
-        frozen = config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-        assert frozen, "the space's Config must be a frozen dataclass"
-        type(space)(config_cls())
-        assert (type(space).__doc__ or "").strip(), "the docstring's first line is its description"
+        check_component_contract(self.make_space(), SearchSpace, "search space")
 
     def test_suggest_only_suggests_and_is_seeded(self) -> None:
         random.seed(1)

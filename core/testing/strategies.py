@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import logging
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +43,7 @@ from prunetune.components.spaces import (
 )
 from prunetune.components.strategy import Strategy
 from prunetune.errors import UsageError
+from prunetune.testing.contract import check_component_contract
 from prunetune.testing.spaces import ConformanceSpace, conformance_structure
 
 if TYPE_CHECKING:
@@ -153,14 +153,7 @@ class StrategyConformance(abc.ABC):
         return set(trial.params) | set(space.constants())
 
     def test_declares_config_and_description(self) -> None:
-        strategy = self.make_strategy()
-        assert isinstance(strategy, Strategy)
-        config_cls = getattr(type(strategy), "Config", None)
-        assert isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls), "needs a Config"
-        frozen = config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-        assert frozen, "the strategy's Config must be a frozen dataclass"
-        type(strategy)(config_cls())
-        assert (type(strategy).__doc__ or "").strip(), "the docstring's first line is its description"
+        check_component_contract(self.make_strategy(), Strategy, "strategy")
 
     def test_searcher_is_a_ray_searcher(self) -> None:
         from ray.tune.search import Searcher
