@@ -24,6 +24,9 @@ __all__ = ["compress", "search"]
 
 #: The dataset column of a job whose data a Python caller handed over.
 GIVEN_DATA = "given"
+#: Settings of a teacher the job would train or load: the caller hands over a trained one.
+_TEACHER_SETTINGS = {"model", "model_options", "dataset", "dataset_options", "teacher_epochs", "teacher_lr",
+                     "teacher_checkpoint"}
 
 
 def _echo(progress: bool, callback: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -87,8 +90,8 @@ def compress(
     if plan is not None and ratio is not None:
         raise UsageError("give plan or ratio, not both")
     plan = plan if plan is not None else StudentPlan(ratio=0.5 if ratio is None else ratio)
-    settings = _spec_fields(CompressSpec, settings, {"model", "dataset", "plan", "epochs", "out", "progress",
-                                                      "scorer", "pruner", "distiller", "start_from"})
+    settings = _spec_fields(CompressSpec, settings, _TEACHER_SETTINGS | {"plan", "epochs", "out", "progress", "scorer",
+                                                                          "pruner", "distiller", "start_from"})
     seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
     data = make_splits(train, val, test, seed=seed, val_fraction=val_fraction, num_classes=num_classes)
     spec = CompressSpec(model=live_name(teacher), dataset=GIVEN_DATA, plan=plan, scorer=scorer, pruner=pruner,
@@ -148,8 +151,8 @@ def search(
     from prunetune.searching.run import run_search
 
     teacher = _check_teacher(teacher)
-    settings = _spec_fields(SearchSpec, settings, {"model", "dataset", "max_macs", "num_samples", "epochs",
-                                                    "final_epochs", "address", "run_root", "leaderboard", "progress"})
+    settings = _spec_fields(SearchSpec, settings, _TEACHER_SETTINGS | {"max_macs", "num_samples", "epochs", "final_epochs",
+                                                                        "address", "run_root", "leaderboard", "progress"})
     seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
     data = make_splits(train, val, test, seed=seed, val_fraction=val_fraction, num_classes=num_classes)
     spec = SearchSpec(model=live_name(teacher), dataset=GIVEN_DATA, max_macs=max_macs, num_samples=num_samples,
