@@ -112,9 +112,7 @@ def run_compress(
     _check_output(spec.out)
     setup, untrained = set_up_job(spec, host, data=data, teacher=teacher)
     registry, data = setup.registry, setup.data
-    scorer = setup.create("scorer", spec.scorer, spec.scorer_options)
-    pruner = setup.create("pruner", spec.pruner, spec.pruner_options)
-    distiller = setup.create("distiller", spec.distiller, spec.distiller_options)
+    scorer, pruner, distiller = (setup.component(kind) for kind in ("scorer", "pruner", "distiller"))
     if spec.start_from is None:
         pruner.check(spec.plan)
         check_plan(untrained, spec.plan, data.train_x[:1])

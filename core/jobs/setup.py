@@ -42,14 +42,15 @@ class JobSetup:
     model: ModelSpec
     data: DataSplits
     versions: dict[str, str]  # "kind.name" -> "distribution version" of every component named
+    components: dict[str, Any]  # kind -> the instance made when its name and options were checked
 
     @property
     def registry(self) -> Registry:
         return self.host.registry
 
-    def create(self, kind: str, name: str, options: Any = None) -> Any:
-        """A component as the spec names it (its options unless others are given)."""
-        return self.registry.create(kind, name, {} if options is None else options)
+    def component(self, kind: str) -> Any:
+        """The component of ``kind`` the spec (or ``extra``) named, made once when checked."""
+        return self.components[kind]
 
     def teacher_recipe(self) -> TrainRecipe:
         """How the teacher trains when neither its checkpoint nor the cache has it."""
@@ -115,9 +116,9 @@ def set_up_job(spec: JobSpec, host: Host | None = None, extra: Iterable[Named] =
                           ("distiller", spec.distiller, spec.distiller_options), *extra]
     if data is None:
         named.append(("dataset", spec.dataset, spec.dataset_options))
-    versions = {}
+    versions, components = {}, {}
     for kind, name, options in named:
-        registry.create(kind, name, options)  # a bad name or option fails here, before any loading
+        components[kind] = registry.create(kind, name, options)  # a bad name or option fails here, before any loading
         component = registry.get(kind, name)
         versions[f"{kind}.{name}"] = f"{component.distribution} {component.version}"
     if teacher is None:
@@ -125,10 +126,10 @@ def set_up_job(spec: JobSpec, host: Host | None = None, extra: Iterable[Named] =
     if spec.teacher_checkpoint is not None and not Path(spec.teacher_checkpoint).is_file():
         raise UsageError(f"teacher checkpoint {spec.teacher_checkpoint!r} does not exist")
     if data is None:
-        data = registry.create("dataset", spec.dataset, spec.dataset_options).load(spec.seed, spec.val_fraction)
+        data = components["dataset"].load(spec.seed, spec.val_fraction)
     if teacher is None:
         model = ModelSpec(spec.model, spec.model_options, data.input_shape, data.num_classes)
     else:
         model = ModelSpec.of_module(teacher, data.input_shape, data.num_classes)
-    setup = JobSetup(spec, host, model, data, versions)
+    setup = JobSetup(spec, host, model, data, versions, components)
     return setup, check_model(model.build(registry), model, data)

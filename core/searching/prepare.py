@@ -149,18 +149,19 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     # Timed before the teacher trains and any trial starts: nothing else runs on these cores.
     table = None
     if for_search or spec.latency_cap != "none":  # a rerun repairs plans as its trial did
-        table = _latency_table(registry, spec, untrained, data.train_x[:1], echo)
+        sizes = {*setup.component("search_space").kernel_sizes(), *setup.component("strategy").kernel_sizes()}
+        table = _latency_table(sizes, spec, untrained, data.train_x[:1], echo)
     device = select_device("auto")
     teacher, source = setup.obtain_teacher(device, echo, teacher)
     example = data.train_x[:1].to(device)
     structure = ModelStructure.of(teacher, example)
     teacher_macs, _ = count_macs_params(teacher, data.input_shape)
     teacher_val, _ = evaluate(teacher, data.val_x, data.val_y, device)
-    distiller = registry.create("distiller", spec.distiller, spec.distiller_options)
+    distiller = setup.component("distiller")
     logits = teacher_logits_for(teacher, data.train_x, device) if distiller.uses_teacher else None
     budget = int(spec.max_macs * teacher_macs) if spec.max_macs is not None else None
 
-    space = registry.create("search_space", spec.space, spec.space_options)
+    space = setup.component("search_space")
     uniform = _uniform_ratio(teacher, budget, example.cpu(), spec)
     uniform_plan = StudentPlan(ratio=uniform, round_to=spec.round_to) if budget is not None else None
     cap = spec.latency_cap
@@ -188,12 +189,10 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
                      structure, inputs, baseline, setup.versions, seeded, screened, uniform_plan)
 
 
-def _latency_table(registry: Registry, spec: SearchSpec, model: torch.nn.Module, example: torch.Tensor,
+def _latency_table(sizes: set[int], spec: SearchSpec, model: torch.nn.Module, example: torch.Tensor,
                    echo: Callable[[str], None]) -> LatencyTable:
     """The model's latency table at the spec's batch and threads, timing every kernel size the
-    space (or strategy) may pick; cached once the latency budget is known to be reachable."""
-    sizes = {*registry.create("search_space", spec.space, spec.space_options).kernel_sizes(),
-             *registry.create("strategy", spec.strategy, spec.strategy_options).kernel_sizes()}
+    space (or strategy) may pick (``sizes``); cached once the latency budget is known to be reachable."""
     table = latency_table(model, example.cpu(), spec.latency_batch, spec.latency_threads, sorted(sizes), save=False)
     _check_reachable(model, example, spec, table)
     if not table.cached:
