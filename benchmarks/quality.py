@@ -43,15 +43,12 @@ Usage: .venv/bin/python benchmarks/quality.py [--teachers resnet,mobilenet,vgg,b
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -63,73 +60,25 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import torch_pruning as tp  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.quality_common import Bench, Teacher, find, slug  # noqa: E402
+from benchmarks.quality_prunetune import parse_search_args, prunetune_method, warm_started  # noqa: E402
+from benchmarks.quality_report import METHODS, TEACHERS, table, verdicts  # noqa: E402
+from benchmarks.quality_tp import TPRecipe, logits_of, tp_student, tp_train  # noqa: E402
 from prunetune.components.data import DataSplits  # noqa: E402
 from prunetune.errors import UsageError  # noqa: E402
 from prunetune.host.manager import Host  # noqa: E402
 from prunetune.host.registry import Registry  # noqa: E402
 from prunetune.jobs.setup import set_up_job  # noqa: E402
 from prunetune.jobs.spec import JobSpec  # noqa: E402
-from prunetune.results.report import format_table  # noqa: E402
-from prunetune.searching.spec import SearchSpec  # noqa: E402
 from prunetune.structure.measure import cpu_latency_ms, measure  # noqa: E402
-from prunetune.structure.plan import StudentPlan  # noqa: E402
 from prunetune.training.loop import evaluate  # noqa: E402
 
 DATA_FOLDERS = (ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
-TEACHERS = ("resnet", "mobilenet", "vgg", "benchmarks.mixnet:mixnet")
-METHODS = {"a": "TP + fine-tune", "b": "TP + KD", "c": "TP + KD, equal compute", "d": "prunetune search + compress",
-           "e": "d, warm-started from its trial"}
 ORDER = "abdce"  # c needs d's search time, e d's search
 CPU = torch.device("cpu")
-# SearchSpec fields the benchmark sets itself: --search-args may not override them.
-CONTROLLED = ("model", "model_options", "dataset", "dataset_options", "teacher_checkpoint", "seed", "max_macs",
-              "num_samples", "epochs", "final_epochs", "run_root", "name", "leaderboard", "progress", "val_fraction")
-
-
-@dataclasses.dataclass(frozen=True)
-class TPRecipe:
-    """The baselines' fine-tuning recipe, and the KD baseline's loss.
-
-    ``onecycle``: SGD, Nesterov, one cycle, as the issue names Torch-Pruning's documented
-    fine-tuning; ``step``: ``reproduce/main.py``'s multi-step decay (its lr is 0.01).
-    """
-
-    schedule: str = "onecycle"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    milestones: tuple[float, ...] = (0.6, 0.8)  # of all steps, as 60,80 of TP's 100 epochs
-    gamma: float = 0.1
-    alpha: float = 0.5
-    T: float = 4.0
-
-
-@dataclasses.dataclass
-class Teacher:
-    """One trained teacher and what every student of it shares."""
-
-    name: str
-    model: nn.Module
-    path: Path
-    source: str
-    macs: int
-    row: dict[str, Any]
-    logits: dict[int, tuple[torch.Tensor, float]] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bench:
-    """The run's settings and shared inputs."""
-
-    args: argparse.Namespace
-    registry: Registry
-    recipe: TPRecipe
-    search_args: dict[str, Any]
 
 
 def default_data() -> str:
@@ -151,109 +100,8 @@ def fixed_teacher(registry: Registry, data: DataSplits, epochs: int, out: Path,
     return teacher, path, source
 
 
-def slug(name: str) -> str:
-    return name.replace(":", "-").replace(".", "-")
-
 
 # -- a, b, c: Torch-Pruning itself ----------------------------------------------------------
-
-
-def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
-    """The output layers, found as Torch-Pruning's ``reproduce/main.py`` finds them."""
-    return [m for m in model.modules()
-            if (isinstance(m, nn.Linear) and m.out_features == num_classes)
-            or (isinstance(m, nn.modules.conv._ConvNd) and m.out_channels == num_classes)]
-
-
-def tp_prune(teacher: nn.Module, ratio: float, example: torch.Tensor, num_classes: int) -> nn.Module:
-    """A copy of ``teacher`` pruned by Torch-Pruning at one ``ratio`` for every group."""
-    student = copy.deepcopy(teacher).eval()
-    for param in student.parameters():
-        param.requires_grad_(True)
-    pruner = tp.pruner.MetaPruner(
-        student, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-        ignored_layers=classifier_layers(student, num_classes), global_pruning=False, round_to=None,
-    )
-    pruner.step()
-    return student
-
-
-def tp_student(teacher: nn.Module, budget_macs: int, example: torch.Tensor, num_classes: int,
-               steps: int = 12, top: float = 0.9) -> tuple[nn.Module, float]:
-    """The largest Torch-Pruning student within ``budget_macs``, its ratio found by bisection.
-
-    Raises:
-        RuntimeError: not even ``top`` meets the budget.
-    """
-
-    def pruned(ratio: float) -> tuple[int, nn.Module]:
-        student = tp_prune(teacher, ratio, example, num_classes)
-        return int(tp.utils.count_ops_and_params(student, example)[0]), student
-
-    macs, student = pruned(top)
-    if macs > budget_macs:
-        raise RuntimeError(f"Torch-Pruning cannot meet {budget_macs} MACs: ratio {top} keeps {macs}")
-    best = (macs, top, student)
-    lo, hi = 0.0, top
-    for _ in range(steps):
-        ratio = (lo + hi) / 2
-        macs, student = pruned(ratio)
-        if macs <= budget_macs:
-            hi = ratio
-            if macs > best[0]:
-                best = (macs, ratio, student)
-        else:
-            lo = ratio
-    return best[2], best[1]
-
-
-@torch.no_grad()
-def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, alpha: float, T: float) -> torch.Tensor:
-    """Hinton et al.: ``(1 - alpha) * CE + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``."""
-    soft = F.kl_div(F.log_softmax(student / T, dim=1), F.softmax(teacher / T, dim=1), reduction="batchmean")
-    return (1 - alpha) * F.cross_entropy(student, y) + alpha * T * T * soft
-
-
-def tp_train(student: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TPRecipe, steps: int, seed: int,
-             teacher_logits: torch.Tensor | None = None) -> None:
-    """The baselines' recipe for ``steps`` steps: cross-entropy, or KD with ``teacher_logits``."""
-    per_epoch = len(x) // recipe.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{len(x)} training images are fewer than one batch of {recipe.batch_size}")
-    torch.manual_seed(seed)
-    shuffle = torch.Generator().manual_seed(seed)
-    onecycle = recipe.schedule == "onecycle"
-    opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=onecycle)
-    if onecycle:
-        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(steps, 1),
-                                                         cycle_momentum=False)
-    else:
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(m * steps) for m in recipe.milestones], recipe.gamma)
-    student.train()
-    done = 0
-    while done < steps:
-        order = torch.randperm(len(x), generator=shuffle)
-        for i in range(min(per_epoch, steps - done)):
-            idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-            out = student(x[idx])
-            if teacher_logits is None:
-                loss = F.cross_entropy(out, y[idx])
-            else:
-                loss = kd_loss(out, teacher_logits[idx], y[idx], recipe.alpha, recipe.T)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} at step {done}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            done += 1
-    student.eval()
 
 
 def teacher_logits(teacher: Teacher, data: DataSplits, seed: int) -> tuple[torch.Tensor, float]:
@@ -296,128 +144,6 @@ def extra_epochs(results: list[dict[str, Any]], teacher: str, budget: float, see
     return d["search_seconds"] / per_epoch, f"E = {d['search_seconds']:.0f} s / {per_epoch:.1f} s per epoch"
 
 
-# -- d: prunetune ---------------------------------------------------------------------------
-
-
-def parse_search_args(text: str) -> dict[str, Any]:
-    """``--search-args``: extra SearchSpec fields as a JSON object.
-
-    Raises:
-        UsageError: not a JSON object, an unknown field, or one the benchmark sets itself.
-    """
-    try:
-        extra = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--search-args is not JSON: {exc}") from None
-    if not isinstance(extra, dict):
-        raise UsageError("--search-args must be a JSON object of SearchSpec fields")
-    known = {f.name for f in dataclasses.fields(SearchSpec)}
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise UsageError(f"--search-args: SearchSpec has no {', '.join(unknown)} "
-                         f"(fields: {', '.join(sorted(known))})")
-    taken = sorted(set(extra) & set(CONTROLLED))
-    if taken:
-        raise UsageError(f"--search-args: {', '.join(taken)} are set by the benchmark's own flags")
-    return extra
-
-
-def searched(bench: Bench, teacher: Teacher, budget: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run ``prunetune search`` under the budget; the best trial's row and what the search did."""
-    import ray
-
-    from prunetune.results.leaderboard import Leaderboard
-    from prunetune.searching.final import choose_trials
-    from prunetune.searching.run import run_search
-
-    args = bench.args
-    name = f"{slug(teacher.name)}-q{round(budget * 100):02d}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    settings: dict[str, Any] = {"max_concurrent": args.threads, **bench.search_args}
-    spec = SearchSpec(
-        model=teacher.name, dataset="idx",
-        dataset_options={"path": args.data, "limit": min(args.subset, args.limit or args.subset)},
-        teacher_checkpoint=str(teacher.path), max_macs=budget, num_samples=args.trials, epochs=args.trial_epochs,
-        final_epochs=0, seed=seed, val_fraction=args.search_val_fraction, run_root=str(args.out / "runs"),
-        name=name, leaderboard=str(args.out / "leaderboard"), progress=False, **settings,
-    )
-    try:
-        run_search(spec, echo=lambda _: None)
-    finally:
-        ray.shutdown()  # as when the user's `prunetune search` exits; nothing left running
-        torch.set_num_threads(args.threads)
-    rows = Leaderboard(spec.leaderboard).rows(run_id=name)
-    chosen = choose_trials(rows, multi_objective=len(spec.objectives) > 1)
-    if not chosen:
-        raise RuntimeError(f"search {name} kept no student (see {args.out / 'runs' / name})")
-    trials = [r for r in rows if r["kind"] == "trial"]
-    info = {"run_id": name, "best_trial": chosen[0]["trial_id"], "best_val_accuracy": chosen[0]["val_accuracy"],
-            "trials": len(trials), "ok": sum(r["status"] == "ok" for r in trials)}
-    return chosen[0], info
-
-
-def compressed(bench: Bench, teacher: Teacher, row: dict[str, Any], seed: int, name: str,
-               start_from: Path | None = None) -> nn.Module:
-    """``prunetune compress --plan`` with the trial's plan and components, F epochs in all; with
-    ``start_from``, ``--from`` that checkpoint of the trial instead of ``--plan``."""
-    from prunetune.jobs.compress import run_compress
-    from prunetune.jobs.spec import CompressSpec
-
-    args = bench.args
-    params = json.loads(row["params_json"] or "{}")
-    shared = {k: v for k, v in bench.search_args.items() if k in {f.name for f in dataclasses.fields(JobSpec)}}
-    (args.out / "students").mkdir(exist_ok=True)
-    spec = CompressSpec(
-        model=teacher.name, dataset="idx", dataset_options={"path": args.data, "limit": args.limit},
-        teacher_checkpoint=str(teacher.path),
-        **({"start_from": str(start_from)} if start_from else {"plan": StudentPlan.from_dict(json.loads(row["plan"]))}),
-        scorer=row["scorer"], distiller=row["distiller"],
-        distiller_options={k: params[k] for k in ("T", "alpha") if k in params},
-        epochs=args.epochs, seed=seed, device="cpu",
-        out=str(args.out / "students" / f"{name}.pt"), progress=False, **shared,
-    )
-    return run_compress(spec, echo=lambda _: None).model
-
-
-def prunetune_method(bench: Bench, teacher: Teacher, budget: float, seed: int) -> tuple[nn.Module, dict[str, Any]]:
-    """d: the search, then compress with the best plan."""
-    start = time.perf_counter()
-    row, info = searched(bench, teacher, budget, seed)
-    search_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    student = compressed(bench, teacher, row, seed, info["run_id"])
-    final_seconds = time.perf_counter() - start
-    return student, {**info, "plan": json.loads(row["plan"]), "scorer": row["scorer"], "distiller": row["distiller"],
-                     "search_seconds": search_seconds, "final_seconds": final_seconds,
-                     "wall_seconds": search_seconds + final_seconds}
-
-
-def trial_checkpoint(run_dir: Path, trial_id: str) -> Path | None:
-    """The last checkpoint a search trial kept (``student.pt`` in Tune's trial folder)."""
-    files = sorted(run_dir.glob(f"tune/run_trial_{trial_id}_*/checkpoint_*/student.pt"))
-    return files[-1] if files else None
-
-
-def warm_started(bench: Bench, teacher: Teacher, results: list[dict[str, Any]], budget: float,
-                 seed: int) -> tuple[nn.Module, dict[str, Any]] | str:
-    """e: d's best trial, trained on from its checkpoint for F epochs; or why it cannot run."""
-    from prunetune.results.leaderboard import Leaderboard
-
-    d = find(results, teacher.name, "d", budget, seed)
-    if d is None:
-        return f"e skipped for {teacher.name} {budget:.0%} seed {seed}: d has not run"
-    checkpoint = trial_checkpoint(bench.args.out / "runs" / d["run_id"], d["best_trial"])
-    rows = [r for r in Leaderboard(bench.args.out / "leaderboard").rows(run_id=d["run_id"])
-            if r["trial_id"] == d["best_trial"]]
-    if checkpoint is None or not rows:
-        return f"e skipped for {teacher.name} {budget:.0%} seed {seed}: trial {d['best_trial']} left no checkpoint"
-    start = time.perf_counter()
-    student = compressed(bench, teacher, rows[0], seed, f"{d['run_id']}-warm", start_from=checkpoint)
-    final_seconds = time.perf_counter() - start
-    return student, {"run_id": d["run_id"], "best_trial": d["best_trial"], "plan": d["plan"],
-                     "started_from": str(checkpoint), "search_seconds": d["search_seconds"],
-                     "final_seconds": final_seconds, "wall_seconds": d["search_seconds"] + final_seconds}
-
-
 # -- one student, the run --------------------------------------------------------------------
 
 
@@ -456,11 +182,6 @@ def one_student(bench: Bench, teacher: Teacher, data: DataSplits, results: list[
             "macs": m.macs, "macs_fraction": m.macs / teacher.macs, "params": m.params,
             "latency_b1_ms": m.latency_b1_ms, "latency_b256_ms": m.latency_b256_ms, **info,
             **({"note": note} if note else {})}
-
-
-def find(results: list[dict[str, Any]], teacher: str, method: str, budget: float, seed: int) -> dict[str, Any] | None:
-    return next((r for r in results if (r["teacher"], r["method"], r["seed"]) == (teacher, method, seed)
-                 and abs(r["budget"] - budget) < 1e-9), None)
 
 
 def load_teachers(registry: Registry, data: DataSplits, args: argparse.Namespace) -> dict[str, Teacher]:
@@ -568,87 +289,6 @@ def load_data(registry: Registry, args: argparse.Namespace, seed: int) -> DataSp
 
 # -- reporting -------------------------------------------------------------------------------
 
-
-def spread(values: list[float]) -> str:
-    mean = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {sd:.2f} ({min(values):.2f}–{max(values):.2f})"
-
-
-def table(results: list[dict[str, Any]], teacher: dict[str, Any]) -> str:
-    header = ("method", "budget", "test acc % (mean ± sd, range)", "MACs", "params", "b1 (ms)", "b256 (ms)",
-              "wall (s)")
-    rows = [("teacher", "-", f"{teacher['test_accuracy']:.2f}", f"{teacher['macs'] / 1e6:.2f}M (100%)",
-             f"{teacher['params'] / 1e3:.1f}k", f"{teacher['latency_b1_ms']:.2f}", f"{teacher['latency_b256_ms']:.1f}",
-             "-")]
-    for budget in sorted({r["budget"] for r in results}, reverse=True):
-        for method, label in METHODS.items():
-            group = [r for r in results if r["budget"] == budget and r["method"] == method]
-            if not group:
-                continue
-            mean = lambda key: statistics.mean(r[key] for r in group)  # noqa: E731
-            rows.append((f"{method}. {label}", f"{budget:.0%}", spread([r["test_accuracy"] for r in group]),
-                         f"{mean('macs') / 1e6:.2f}M ({100 * mean('macs') / teacher['macs']:.1f}%)",
-                         f"{mean('params') / 1e3:.1f}k", f"{mean('latency_b1_ms'):.2f}",
-                         f"{mean('latency_b256_ms'):.1f}", f"{mean('wall_seconds'):.0f}"))
-    return format_table(header, rows)
-
-
-def mean_of(results: list[dict[str, Any]], teacher: str, method: str, budget: float, key: str) -> float | None:
-    values = [r[key] for r in results
-              if (r["teacher"], r["method"]) == (teacher, method) and abs(r["budget"] - budget) < 1e-9]
-    return statistics.mean(values) if values else None
-
-
-# The issue's accuracy targets: (budget, other, least d - other averaged over the teachers).
-ACCURACY_TARGETS = ((0.25, "b", 0.5), (0.25, "c", 0.0), (0.25, "teacher", -0.3), (0.10, "b", 1.0))
-# Its cost targets: (key, most d / b on every teacher and budget).
-COST_TARGETS = (("latency_b256_ms", 1.0), ("wall_seconds", 3.0))
-
-
-def accuracy_verdict(results: list[dict[str, Any]], teachers: dict[str, dict[str, Any]], budget: float,
-                     other: str, least: float) -> str | None:
-    """d's test accuracy minus ``other``'s (a method, or the teacher), averaged over teachers."""
-    gaps = {}
-    for name, row in teachers.items():
-        d = mean_of(results, name, "d", budget, "test_accuracy")
-        base = row["test_accuracy"] if other == "teacher" else mean_of(results, name, other, budget, "test_accuracy")
-        if d is not None and base is not None:
-            gaps[name] = d - base
-    if not gaps:
-        return None
-    mean = statistics.mean(gaps.values())
-    detail = ", ".join(f"{name} {gap:+.2f}" for name, gap in gaps.items())
-    return (f"{budget:.0%} MACs: d - {other} = {mean:+.2f} pts averaged over {len(gaps)} teachers ({detail}); "
-            f"target >= {least:+g}: {'met' if mean >= least else 'NOT met'}")
-
-
-def cost_verdict(results: list[dict[str, Any]], teachers: Iterable[str], key: str, most: float,
-                 threads: int) -> str | None:
-    """The worst ratio of d's ``key`` to b's over teachers and budgets."""
-    ratios = {}
-    for name in teachers:
-        for budget in sorted({r["budget"] for r in results}, reverse=True):
-            d, b = (mean_of(results, name, m, budget, key) for m in "db")
-            if d is not None and b is not None:
-                ratios[name, budget] = d / b
-    if not ratios:
-        return None
-    (name, budget), worst = max(ratios.items(), key=lambda item: item[1])
-    cores = f" (measured on {threads} threads; the target is on 2)" if key == "wall_seconds" and threads != 2 else ""
-    return (f"{key} d/b: worst {worst:.2f} ({name} {budget:.0%}), mean {statistics.mean(ratios.values()):.2f} over "
-            f"{len(ratios)} teacher-budgets; target <= {most:g} on every one{cores}: "
-            f"{'met' if worst <= most else 'NOT met'}")
-
-
-def verdicts(results: list[dict[str, Any]], teachers: dict[str, dict[str, Any]], threads: int) -> list[str]:
-    """The issue's targets, each with the numbers it rests on."""
-    lines = [accuracy_verdict(results, teachers, budget, other, least) for budget, other, least in ACCURACY_TARGETS]
-    lines += [cost_verdict(results, teachers, key, most, threads) for key, most in COST_TARGETS]
-    missing = [t for t in TEACHERS if t not in teachers]
-    if missing:
-        lines.append(f"incomplete: the issue's verdict needs all four teachers; missing {', '.join(missing)}")
-    return [line for line in lines if line]
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prunetune.components.spaces import KERNEL_PREFIX, RATIO_PREFIX, ModelStructure
+from prunetune.components.spaces import Candidate, ModelStructure, kernel_param, ratio_param
+from prunetune.structure.plan import SAMPLED_MAX_RATIO, StudentPlan
 
 if TYPE_CHECKING:
     import optuna
@@ -19,12 +20,12 @@ __all__ = [
     "T_RANGE",
     "ChoiceOptions",
     "RatioSpaceConfig",
-    "baseline_choices",
+    "baseline_candidate",
     "baseline_kernels",
     "check_choices",
     "check_ratio",
     "check_ratio_options",
-    "group_ratio_params",
+    "group_ratios",
     "nearest_kernel",
     "ratio_grid_top",
     "snap_ratio",
@@ -102,12 +103,12 @@ def snap_ratio(ratio: float, max_ratio: float, step: float | None) -> float:
     return min(max(ratio, 0.0), top)
 
 
-def group_ratio_params(
+def group_ratios(
     structure: ModelStructure, ratios: Mapping[str, float], max_ratio: float, step: float | None
-) -> dict[str, Any]:
-    """``ratio:<group>`` for every group of ``structure``, each snapped onto the grid (see
+) -> dict[str, float]:
+    """The ratio of every group of ``structure``, each snapped onto the grid (see
     :func:`snap_ratio`); a group missing from ``ratios`` gets 0."""
-    return {RATIO_PREFIX + g: snap_ratio(ratios.get(g, 0.0), max_ratio, step) for g in structure.groups}
+    return {g: snap_ratio(ratios.get(g, 0.0), max_ratio, step) for g in structure.groups}
 
 
 def suggest_ratio(trial: optuna.Trial, name: str, max_ratio: float, step: float | None) -> float:
@@ -120,13 +121,13 @@ def suggest_group_ratios(
 ) -> None:
     """Suggest ``ratio:<group>`` for every group of ``structure``."""
     for group in structure.groups:
-        suggest_ratio(trial, RATIO_PREFIX + group, max_ratio, step)
+        suggest_ratio(trial, ratio_param(group), max_ratio, step)
 
 
 def suggest_kernels(trial: optuna.Trial, structure: ModelStructure, sizes: Sequence[int]) -> None:
     """Suggest ``kernel:<conv>`` from ``sizes`` for every resizable conv of ``structure``."""
     for conv in structure.kernels:
-        trial.suggest_categorical(KERNEL_PREFIX + conv, tuple(sizes))
+        trial.suggest_categorical(kernel_param(conv), tuple(sizes))
 
 
 def suggest_choices(trial: optuna.Trial, options: ChoiceOptions) -> None:
@@ -145,21 +146,19 @@ def nearest_kernel(size: int, sizes: Sequence[int]) -> int:
     return min(sizes, key=lambda s: (abs(s - size), s))
 
 
-def baseline_kernels(structure: ModelStructure, sizes: Sequence[int]) -> dict[str, Any]:
-    """``kernel:<conv>`` = the teacher's size (or the nearest one in ``sizes``) for every conv."""
-    return {KERNEL_PREFIX + conv: nearest_kernel(k, sizes) for conv, k in structure.kernels.items()}
+def baseline_kernels(structure: ModelStructure, sizes: Sequence[int]) -> dict[str, int]:
+    """The teacher's kernel size (or the nearest one in ``sizes``) of every conv."""
+    return {conv: nearest_kernel(k, sizes) for conv, k in structure.kernels.items()}
 
 
-def baseline_choices(options: ChoiceOptions) -> dict[str, Any]:
-    """The first scorer and distiller, and the standard recipe's ``T`` and ``alpha``."""
-    out: dict[str, Any] = {}
-    if options.scorers:
-        out["scorer"] = options.scorers[0]
-    if options.distillers:
-        out["distiller"] = options.distillers[0]
+def baseline_candidate(plan: StudentPlan, options: ChoiceOptions) -> Candidate:
+    """``plan`` with the first scorer and distiller offered, and the standard recipe's ``T`` and
+    ``alpha`` where they are searched."""
+    distiller_options: dict[str, Any] = {}
     if options.search_temperature:
-        out["T"], out["alpha"] = BASELINE_T, BASELINE_ALPHA
-    return out
+        distiller_options = {"T": BASELINE_T, "alpha": BASELINE_ALPHA}
+    return Candidate(plan, options.scorers[0] if options.scorers else None,
+                     options.distillers[0] if options.distillers else None, distiller_options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +166,8 @@ class RatioSpaceConfig:
     """Options of a space that searches pruning ratios (one global, or one per group).
 
     Attributes:
-        max_ratio: Largest ratio a group may get, in (0, 1).
+        max_ratio: Largest ratio sampled for a group, in (0, 1); the search's ``--max-ratio``
+            caps what the budget repair may raise it to.
         ratio_step: Grid of the ratios (None: continuous).
         scorers: Scorers to choose from per trial (empty: the run's scorer, not searched).
         distillers: Distillers to choose from per trial (empty: not searched).
@@ -175,7 +175,7 @@ class RatioSpaceConfig:
             [0.1, 1].
     """
 
-    max_ratio: float = 0.8
+    max_ratio: float = SAMPLED_MAX_RATIO
     ratio_step: float | None = 0.05
     scorers: tuple[str, ...] = ()
     distillers: tuple[str, ...] = ()

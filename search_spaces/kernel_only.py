@@ -6,15 +6,23 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
-from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, RATIO, ModelStructure, SearchSpace, check_kernel_sizes
+from prunetune.components.spaces import (
+    DEFAULT_KERNEL_SIZES,
+    RATIO,
+    Candidate,
+    ModelStructure,
+    SearchSpace,
+    check_kernel_sizes,
+)
 from prunetune.search_spaces._common import (
-    baseline_choices,
+    baseline_candidate,
     baseline_kernels,
     check_choices,
     check_ratio,
     suggest_choices,
     suggest_kernels,
 )
+from prunetune.structure.plan import StudentPlan
 
 if TYPE_CHECKING:
     import optuna
@@ -66,10 +74,11 @@ class KernelOnlySpace(SearchSpace):
     def kernel_sizes(self) -> tuple[int, ...]:
         return tuple(self.config.kernel_sizes)
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate:
         """The teacher's kernel sizes: the ratio is the configured constant, not ``ratio``."""
         cfg = self.config
-        return baseline_kernels(structure, cfg.kernel_sizes) | baseline_choices(cfg)
+        plan = StudentPlan(ratio=cfg.ratio, kernels=baseline_kernels(structure, cfg.kernel_sizes))
+        return baseline_candidate(plan, cfg)
 
     def constants(self) -> dict[str, Any]:
         return {RATIO: self.config.ratio}

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prunetune import hookimpl
-from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, ModelStructure, SearchSpace, check_kernel_sizes
+from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, Candidate, ModelStructure, SearchSpace, check_kernel_sizes
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
-    baseline_choices,
+    baseline_candidate,
     baseline_kernels,
-    group_ratio_params,
+    group_ratios,
     suggest_choices,
     suggest_group_ratios,
     suggest_kernels,
 )
+from prunetune.structure.plan import StudentPlan
 
 if TYPE_CHECKING:
     import optuna
@@ -61,13 +62,14 @@ class PerLayerSpace(SearchSpace):
     def kernel_sizes(self) -> tuple[int, ...]:
         return tuple(self.config.kernel_sizes)
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate:
         return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))
 
-    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any]:
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate:
         cfg = self.config
-        params = group_ratio_params(structure, ratios, cfg.max_ratio, cfg.ratio_step)
-        return params | baseline_kernels(structure, cfg.kernel_sizes) | baseline_choices(cfg)
+        plan = StudentPlan(ratios=group_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step),
+                           kernels=baseline_kernels(structure, cfg.kernel_sizes))
+        return baseline_candidate(plan, cfg)
 
 
 @hookimpl

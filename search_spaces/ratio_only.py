@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prunetune import hookimpl
-from prunetune.components.spaces import ModelStructure, SearchSpace
+from prunetune.components.spaces import Candidate, ModelStructure, SearchSpace
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
-    baseline_choices,
-    group_ratio_params,
+    baseline_candidate,
+    group_ratios,
     suggest_choices,
     suggest_group_ratios,
 )
+from prunetune.structure.plan import StudentPlan
 
 if TYPE_CHECKING:
     import optuna
@@ -39,13 +40,13 @@ class RatioOnlySpace(SearchSpace):
         suggest_group_ratios(trial, structure, self.config.max_ratio, self.config.ratio_step)
         suggest_choices(trial, self.config)
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate:
         return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))
 
-    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any]:
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate:
         cfg = self.config
-        params = group_ratio_params(structure, ratios, cfg.max_ratio, cfg.ratio_step)
-        return params | baseline_choices(cfg)
+        plan = StudentPlan(ratios=group_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step))
+        return baseline_candidate(plan, cfg)
 
 
 @hookimpl

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prunetune import hookimpl
-from prunetune.components.spaces import RATIO, ModelStructure, SearchSpace
+from prunetune.components.spaces import RATIO, Candidate, ModelStructure, SearchSpace
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
-    baseline_choices,
+    baseline_candidate,
     snap_ratio,
     suggest_choices,
     suggest_ratio,
 )
+from prunetune.structure.plan import StudentPlan
 
 if TYPE_CHECKING:
     import optuna
@@ -38,9 +39,9 @@ class UniformSpace(SearchSpace):
         suggest_ratio(trial, RATIO, self.config.max_ratio, self.config.ratio_step)
         suggest_choices(trial, self.config)
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate:
         cfg = self.config
-        return {RATIO: snap_ratio(ratio, cfg.max_ratio, cfg.ratio_step)} | baseline_choices(cfg)
+        return baseline_candidate(StudentPlan(ratio=snap_ratio(ratio, cfg.max_ratio, cfg.ratio_step)), cfg)
 
 
 @hookimpl

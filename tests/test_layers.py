@@ -136,7 +136,16 @@ def test_no_import_circle() -> None:
     assert not circles, f"modules that import each other: {circles}"
 
 
-@pytest.mark.parametrize("path", sorted(_sources()), ids=lambda p: str(p.relative_to(ROOT)))
+def _all_python() -> Iterator[Path]:
+    """Every Python file of the project: the package, its tests, benchmarks and scripts."""
+    skip = {"build", "dist", "runs", "node_modules"}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts[:-1]
+        if not any(part.startswith(".") or part in skip for part in parts):
+            yield path
+
+
+@pytest.mark.parametrize("path", list(_all_python()), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_file_over_400_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines: split it by what its parts do"
@@ -147,3 +156,13 @@ def test_the_checks_see_a_wrong_way_import(tmp_path: Path) -> None:
     source.write_text("def f():\n    from prunetune.searching.run import run_search\n")
     assert _imports(source) == {"prunetune.searching.run"}
     assert _layer("prunetune.searching.run") > _layer("prunetune.structure.plan")
+
+
+def test_only_the_candidate_spells_parameter_names() -> None:
+    """``ratio:<group>`` and ``kernel:<conv>`` are written and read by
+    :class:`~prunetune.components.spaces.Candidate` (and its ``ratio_param``/``kernel_param``)
+    alone: no other module handles the prefixes."""
+    owner = ROOT / "core" / "components" / "spaces.py"
+    spelled = [str(path.relative_to(ROOT)) for path in _sources() if path != owner
+               and any(name in path.read_text(encoding="utf-8") for name in ("RATIO_PREFIX", "KERNEL_PREFIX"))]
+    assert not spelled, f"modules that spell parameter names themselves: {spelled}"

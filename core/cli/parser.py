@@ -9,7 +9,7 @@ from typing import Any
 
 from prunetune.jobs.spec import CompressSpec, JobSpec
 from prunetune.searching.spec import SCHEDULERS, SearchSpec
-from prunetune.structure.plan import MAX_RATIO
+from prunetune.structure.plan import MAX_RATIO, SAMPLED_MAX_RATIO
 from prunetune.training.recipe import SCHEDULES
 
 __all__ = ["build_parser"]
@@ -150,7 +150,8 @@ def _add_search_parser(sub: Any) -> None:
     s.add_argument("--latency-threads", type=int, default=None,
                    help="torch threads latency is timed with (default: this process's, torch.get_num_threads())")
     s.add_argument("--max-ratio", type=float, default=SearchSpec.max_ratio,
-                   help=f"no group is cut by more than this (default: {SearchSpec.max_ratio})")
+                   help=f"no group is cut by more than this, the budget repair included (default: {SearchSpec.max_ratio}; "
+                        f"the spaces sample up to their max_ratio option, default {SAMPLED_MAX_RATIO})")
     s.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     s.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy plus any of macs, params, latency (as --max-latency predicts it) for a Pareto search (default: accuracy)")
     s.add_argument("--num-samples", type=int, default=SearchSpec.num_samples, help=f"trials (default: {SearchSpec.num_samples})")

@@ -7,8 +7,12 @@ A space suggests parameters with stable names, so runs compare on the leaderboar
 - ``scorer``, ``distiller``, ``T``, ``alpha`` (optional component choices).
 
 A space may also fix some of these names to constants (:meth:`SearchSpace.constants`, e.g. the
-global ``ratio`` of a kernel-only search). :meth:`Candidate.from_params` turns the suggested
-parameters, merged with the constants, back into a plan, in the trial.
+global ``ratio`` of a kernel-only search).
+
+:class:`Candidate` is the one owner of the conversion between parameters and plans:
+:meth:`Candidate.from_params` reads the suggested parameters (merged with the constants) in the
+trial, and :meth:`Candidate.params` writes a candidate in those names, for the points a search
+evaluates first. Apart from :meth:`SearchSpace.suggest`, a space speaks in candidates.
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from prunetune.structure.plan import StudentPlan
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_KERNEL_SIZES", "Candidate", "DefineByRun", "ModelStructure", "SearchSpace", "check_kernel_sizes"]
+__all__ = [
+    "DEFAULT_KERNEL_SIZES",
+    "Candidate",
+    "DefineByRun",
+    "ModelStructure",
+    "SearchSpace",
+    "check_kernel_sizes",
+    "kernel_param",
+    "ratio_param",
+]
 
 RATIO = "ratio"
 RATIO_PREFIX = "ratio:"
@@ -36,6 +49,16 @@ KERNEL_PREFIX = "kernel:"
 DISTILLER_OPTIONS = ("T", "alpha")
 #: The kernel sizes a space or strategy offers when its options name none.
 DEFAULT_KERNEL_SIZES = (3, 5, 7)
+
+
+def ratio_param(group: str) -> str:
+    """The name of ``group``'s pruning ratio among a space's parameters."""
+    return RATIO_PREFIX + group
+
+
+def kernel_param(conv: str) -> str:
+    """The name of ``conv``'s kernel size among a space's parameters."""
+    return KERNEL_PREFIX + conv
 
 
 def check_kernel_sizes(sizes: Sequence[int]) -> None:
@@ -88,6 +111,22 @@ class Candidate:
         options = {k: params[k] for k in DISTILLER_OPTIONS if k in params}
         return cls(plan, params.get("scorer"), params.get("distiller"), options)
 
+    def params(self) -> dict[str, Any]:
+        """This candidate in a space's parameter names: the inverse of :meth:`from_params` for
+        the plan's ratios and kernels and the component choices. The global ``ratio`` is named
+        only where it matters: when it is not 0, or when no group has a ratio of its own."""
+        plan = self.plan
+        out: dict[str, Any] = {}
+        if plan.ratio != 0.0 or not plan.ratios:
+            out[RATIO] = plan.ratio
+        out |= {ratio_param(g): r for g, r in plan.ratios.items()}
+        out |= {kernel_param(c): k for c, k in plan.kernels.items()}
+        if self.scorer is not None:
+            out["scorer"] = self.scorer
+        if self.distiller is not None:
+            out["distiller"] = self.distiller
+        return out | {k: self.distiller_options[k] for k in DISTILLER_OPTIONS if k in self.distiller_options}
+
 
 class SearchSpace(abc.ABC):
     """A search-space plugin. Subclasses declare a frozen dataclass ``Config``.
@@ -100,15 +139,17 @@ class SearchSpace(abc.ABC):
     def suggest(self, trial: optuna.Trial, structure: ModelStructure) -> None:
         """Suggest this space's parameters on ``trial`` (names as in the module docstring)."""
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any] | None:
-        """Parameters of the uniform plan at ``ratio`` in this space's terms, evaluated first so
-        the standard recipe is always among the trials; None when the space cannot express it."""
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate | None:
+        """The uniform plan at ``ratio`` as this space holds it (on its grid, the teacher's
+        kernels), evaluated first so the standard recipe is always among the trials; None when
+        the space cannot express it. Its :meth:`Candidate.params`, with :meth:`constants`, must
+        be exactly what :meth:`suggest` asks for."""
         return None
 
-    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any] | None:
-        """Parameters of the plan with these per-group ratios (and the teacher's kernels) in this
-        space's terms, evaluated early as a seeded start; None when the space has no per-group
-        ratios."""
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate | None:
+        """The plan with these per-group ratios (and the teacher's kernels) as this space holds
+        it, evaluated early as a seeded start; None when the space has no per-group ratios. A
+        group missing from ``ratios`` gets 0."""
         return None
 
     def constants(self) -> dict[str, Any]:
@@ -136,3 +177,28 @@ class DefineByRun:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
         self.space.suggest(trial, self.structure)
         return dict(self.space.constants()) or None
+
+    def point(self, candidate: Candidate) -> dict[str, Any]:
+        """``candidate`` as a point a searcher evaluates: its parameters less the constants,
+        which the trial adds back (as it does to every suggestion)."""
+        constants = self.space.constants()
+        return {k: v for k, v in candidate.params().items() if k not in constants}
+
+    def candidate(self, params: Mapping[str, Any], round_to: int | None = None) -> Candidate:
+        """The candidate of a trial's suggested ``params`` and the space's constants."""
+        return Candidate.from_params(dict(params) | self.space.constants(), round_to)
+
+    def baseline(self, ratio: float) -> dict[str, Any] | None:
+        """The point of the space's uniform plan at ``ratio`` (see :meth:`SearchSpace.baseline`)."""
+        candidate = self.space.baseline(self.structure, ratio)
+        return None if candidate is None else self.point(candidate)
+
+    def on_grid(self, ratios: Mapping[str, float]) -> dict[str, float] | None:
+        """Per-group ``ratios`` as the space holds them (on its grid); None where it has none."""
+        candidate = self.space.with_ratios(self.structure, ratios)
+        return None if candidate is None else dict(candidate.plan.ratios)
+
+    def with_ratios(self, ratios: Mapping[str, float]) -> dict[str, Any] | None:
+        """The point of the plan with per-group ``ratios`` (see :meth:`SearchSpace.with_ratios`)."""
+        candidate = self.space.with_ratios(self.structure, ratios)
+        return None if candidate is None else self.point(candidate)

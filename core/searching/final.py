@@ -71,7 +71,7 @@ def _candidate(row: Mapping[str, Any]) -> Candidate:
 
 def train_final(inputs: TrialInputs, candidate: Candidate, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Build and distil one student from the teacher; ``(cpu state_dict, description)``."""
-    torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(inputs.spec.cpus_per_trial)))
     state = worker_state(inputs)  # a worker that ran trials of this search has it already
     student, _, meta = make_candidate_student(state.registry, inputs, state.teacher, candidate, state.device)
     distill_candidate(state, inputs, candidate, student, epochs)

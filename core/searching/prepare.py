@@ -19,13 +19,13 @@ import torch
 
 from prunetune.components.data import DataSplits
 from prunetune.components.scoring import calibration_batches
-from prunetune.components.spaces import Candidate, ModelStructure, SearchSpace
+from prunetune.components.spaces import DefineByRun, ModelStructure, SearchSpace
 from prunetune.errors import UsageError
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
 from prunetune.jobs.setup import set_up_job
 from prunetune.searching.spec import SearchSpec
-from prunetune.searching.trial import LATENCY_METRIC, ComponentChoice, TrialInputs
+from prunetune.searching.trial import LATENCY_METRIC, TrialInputs
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.budget import CostLimit, MacsCounter, repair
@@ -168,19 +168,15 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
     budget_ms = cap if isinstance(cap, float) else None
     if cap == "uniform" and table is not None and uniform_plan is not None:
         budget_ms = table.predict(uniform_plan)  # searched students are never slower than it
-    baseline = space.baseline(structure, uniform) if for_search else None
-    seeded = _sensitivity_points(registry, spec, space, structure, teacher, data, budget, uniform,
+    bound = DefineByRun(space, structure)
+    baseline = bound.baseline(uniform) if for_search else None
+    seeded = _sensitivity_points(registry, spec, bound, teacher, data, budget, uniform,
                                  (table, budget_ms)) if for_search else ()
     inputs = TrialInputs(
         model=setup.model, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         train_x=data.train_x, train_y=data.train_y, val_x=data.val_x, val_y=data.val_y,
-        teacher_logits=logits,
-        components=ComponentChoice(spec.scorer, spec.pruner, spec.distiller, dict(spec.scorer_options),
-                                   dict(spec.pruner_options), dict(spec.distiller_options)),
-        epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, round_to=spec.round_to,
-        teacher_macs=teacher_macs, budget_macs=budget, max_ratio=spec.max_ratio,
-        cpus_per_trial=spec.cpus_per_trial, gpus_per_trial=spec.gpus_per_trial,
-        schedule=spec.schedule, nesterov=spec.nesterov, latency_table=table, budget_latency_ms=budget_ms,
+        teacher_logits=logits, spec=spec, teacher_macs=teacher_macs, budget_macs=budget,
+        latency_table=table, budget_latency_ms=budget_ms,
     )
     # Not when resuming: a restored searcher has had its first points already.
     screened = (_screened(registry, spec, space, structure, teacher, data, budget, inputs.calibration_batches,
@@ -224,14 +220,13 @@ def _latency_limits(latency: tuple[LatencyTable | None, float | None], counter: 
     return [CostLimit(LATENCY_METRIC, table.bind(counter).predict, budget_ms)]
 
 
-def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
-                        teacher: torch.nn.Module, data: DataSplits, budget: int | None,
+def _sensitivity_points(registry: Registry, spec: SearchSpec, bound: DefineByRun, teacher: torch.nn.Module, data: DataSplits, budget: int | None,
                         uniform: float, latency: tuple[LatencyTable | None, float | None] = (None, None),
                         ) -> tuple[dict[str, Any], ...]:
     """Plans that cut the groups least hurt by pruning hardest, within the budget (and the
     latency budget, by ``latency``'s table), at each of :data:`SENSITIVITY_POWERS`, in the
     space's terms; none without a budget or where the space has no per-group ratios."""
-    if budget is None or space.with_ratios(structure, {}) is None:
+    if budget is None or bound.on_grid({}) is None:
         return ()
     # Training images: validation ranks the trials and stays unseen until then.
     x, y = data.train_x[:512].cpu(), data.train_y[:512].cpu()
@@ -240,16 +235,16 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, space: SearchSpace
     # The run's own pruner and scorer: the plans' sensitivities are those of the students it builds.
     pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
     scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
-    sensitivity = group_sensitivity(teacher, list(structure.groups), uniform, pruner, scorer, x, y, calibration)
+    sensitivity = group_sensitivity(teacher, list(bound.structure.groups), uniform, pruner, scorer, x, y, calibration)
     counter = MacsCounter(teacher, x[:1])
 
     def on_grid(ratios: dict[str, float]) -> dict[str, float]:
-        return dict(Candidate.from_params(space.with_ratios(structure, ratios) or {}).plan.ratios)
+        return bound.on_grid(ratios) or {}
 
     limits = _latency_limits(latency, counter)
     plans = [sensitivity_plan(teacher, sensitivity, budget, x[:1], spec.max_ratio, power, counter, on_grid, limits)
              for power in SENSITIVITY_POWERS]
-    points = (space.with_ratios(structure, plan.ratios) for plan in plans if plan is not None)
+    points = (bound.with_ratios(plan.ratios) for plan in plans if plan is not None)
     return tuple(point for point in points if point)
 
 

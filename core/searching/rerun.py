@@ -116,13 +116,13 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
         inputs: The search's trial inputs.
         params: The trial's parameters, as Tune suggested them.
         epochs: Stop after this epoch, as the scheduler stopped the trial; the schedule still
-            spans ``inputs.epochs`` (default: all of them).
+            spans ``inputs.spec.epochs`` (default: all of them).
 
     Returns:
         ``plan`` (JSON, after budget repair), ``feasible``, ``macs``, ``hardware`` and, for a
         feasible plan, ``scorer``, ``distiller``, ``epoch``, ``val_accuracy``, ``val_loss``.
     """
-    with torch_threads(max(1, int(inputs.cpus_per_trial))):
+    with torch_threads(max(1, int(inputs.spec.cpus_per_trial))):
         state = worker_state(inputs)
         candidate, fix = repaired_candidate(state, inputs, params)
         result: dict[str, Any] = {"feasible": True, "hardware": describe_device(state.device)}
@@ -132,7 +132,7 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
         macs, _ = count_macs_params(student, inputs.model.input_shape)
         result.update(macs=macs, plan=json.dumps(candidate.plan.to_dict(), sort_keys=True),
                       scorer=meta["scorer"], distiller=meta["distiller"])
-        last = epochs or inputs.epochs
+        last = epochs or inputs.spec.epochs
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             result.update(epoch=epoch, val_accuracy=metrics["val_accuracy"], val_loss=metrics["val_loss"])
@@ -140,7 +140,7 @@ def retrain_trial(inputs: TrialInputs, params: Mapping[str, Any], epochs: int | 
                 raise _Enough
 
         with contextlib.suppress(_Enough):
-            distill_candidate(state, inputs, candidate, student, inputs.epochs, on_epoch)
+            distill_candidate(state, inputs, candidate, student, inputs.spec.epochs, on_epoch)
     return result
 
 

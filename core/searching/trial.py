@@ -35,8 +35,8 @@ from prunetune.components.scoring import calibration_batches
 from prunetune.components.spaces import Candidate
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
-from prunetune.jobs.spec import JobSpec
 from prunetune.results.checkpoint import save_student
+from prunetune.searching.spec import SearchSpec
 from prunetune.structure.measure import count_macs_params
 from prunetune.student.budget import CostLimit, MacsCounter, RepairResult, repair
 from prunetune.student.latency import LatencyTable
@@ -47,21 +47,9 @@ from prunetune.training.recipe import TrainRecipe
 from prunetune.training.train import distill, make_retrainer
 
 __all__ = [
-    "LATENCY_METRIC", "ComponentChoice", "TrialClock", "TrialInputs", "WorkerState", "build_teacher",
+    "LATENCY_METRIC", "TrialClock", "TrialInputs", "WorkerState", "build_teacher",
     "distill_candidate", "failure_text", "make_candidate_student", "repaired_candidate", "run_trial", "worker_state",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class ComponentChoice:
-    """The run's default scorer, pruner and distiller (a space may override scorer/distiller)."""
-
-    scorer: str
-    pruner: str
-    distiller: str
-    scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -80,20 +68,10 @@ class TrialInputs:
     val_x: torch.Tensor
     val_y: torch.Tensor
     teacher_logits: torch.Tensor | None
-    components: ComponentChoice
-    epochs: int
-    batch_size: int
-    lr: float
-    seed: int
-    round_to: int | None
+    spec: SearchSpec  # the run's settings: recipe, components (a space may override scorer/distiller), budgets
     teacher_macs: int
     budget_macs: int | None
-    max_ratio: float
-    cpus_per_trial: float
-    gpus_per_trial: float
     calibration_batches: int = 4
-    schedule: str = JobSpec.schedule
-    nesterov: bool = JobSpec.nesterov
     latency_table: LatencyTable | None = None  # the driver's, measured with nothing else running
     budget_latency_ms: float | None = None  # the table's latency budget (None: none)
     token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex, init=False)
@@ -110,18 +88,18 @@ def make_candidate_student(
     registry: Registry, inputs: TrialInputs, teacher: nn.Module, candidate: Candidate, device: torch.device
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Build the candidate's student: ``(student on device, prune record, meta for its file)``."""
-    comp = inputs.components
+    comp = inputs.spec
     distiller = candidate_distiller(registry, inputs, candidate)
     logits = inputs.teacher_logits if distiller.uses_teacher else None
     retrain = make_retrainer(teacher.to(device), distiller, inputs.train_x, inputs.train_y, device,
-                             batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed, teacher_logits=logits)
+                             batch_size=inputs.spec.batch_size, lr=inputs.spec.lr, seed=inputs.spec.seed, teacher_logits=logits)
     scorer_name = candidate.scorer or comp.scorer
     scorer = registry.create("scorer", scorer_name, comp.scorer_options if scorer_name == comp.scorer else {})
     pruner = registry.create("pruner", comp.pruner, comp.pruner_options)
     calibration = calibration_batches(inputs.train_x, inputs.train_y, inputs.calibration_batches, device)
     example = inputs.train_x[:1].to(device)
     student, record = build_student(
-        teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=inputs.seed, retrain=retrain,
+        teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=inputs.spec.seed, retrain=retrain,
     )
     check_output_shape(comp.pruner, teacher, student, example)
     meta = {
@@ -138,7 +116,7 @@ def make_candidate_student(
 
 def candidate_distiller(registry: Registry, inputs: TrialInputs, candidate: Candidate) -> Any:
     """The candidate's distiller: the run's, or the one its space chose, with its options."""
-    comp = inputs.components
+    comp = inputs.spec
     name = candidate.distiller or comp.distiller
     options = dict(comp.distiller_options) if name == comp.distiller else {}
     component = registry.get("distiller", name)
@@ -149,7 +127,7 @@ def candidate_distiller(registry: Registry, inputs: TrialInputs, candidate: Cand
 
 
 def _device(inputs: TrialInputs) -> torch.device:
-    if inputs.gpus_per_trial > 0 and torch.cuda.is_available():
+    if inputs.spec.gpus_per_trial > 0 and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -238,7 +216,7 @@ def repaired_candidate(state: WorkerState, inputs: TrialInputs,
                        params: Mapping[str, Any]) -> tuple[Candidate, RepairResult | None]:
     """The candidate of a trial's parameters, its plan repaired to the MACs and latency budgets
     (no budget: None)."""
-    candidate = Candidate.from_params(dict(params), inputs.round_to)
+    candidate = Candidate.from_params(dict(params), inputs.spec.round_to)
     if inputs.budget_macs is None and inputs.budget_latency_ms is None:
         return candidate, None
     example = inputs.train_x[:1]
@@ -249,7 +227,7 @@ def repaired_candidate(state: WorkerState, inputs: TrialInputs,
             raise ValueError("a latency budget needs the inputs' latency_table")
         latency = inputs.latency_table.bind(counter).predict
         limits.append(CostLimit(LATENCY_METRIC, latency, inputs.budget_latency_ms))
-    fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, example, inputs.max_ratio, counter=counter,
+    fix = repair(state.cpu_teacher, candidate.plan, inputs.budget_macs, example, inputs.spec.max_ratio, counter=counter,
                  limits=limits)
     return dataclasses.replace(candidate, plan=fix.plan), fix
 
@@ -258,8 +236,8 @@ def distill_candidate(state: WorkerState, inputs: TrialInputs, candidate: Candid
                       epochs: int, on_epoch: EpochCallback | None = None) -> None:
     """Distil ``student`` as every trial does: the candidate's distiller, the run's recipe."""
     distiller = candidate_distiller(state.registry, inputs, candidate)
-    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.batch_size, lr=inputs.lr, seed=inputs.seed,
-                         schedule=inputs.schedule, nesterov=inputs.nesterov)
+    recipe = TrainRecipe(epochs=epochs, batch_size=inputs.spec.batch_size, lr=inputs.spec.lr, seed=inputs.spec.seed,
+                         schedule=inputs.spec.schedule, nesterov=inputs.spec.nesterov)
     logits = inputs.teacher_logits if distiller.uses_teacher else None
     distill(student, state.teacher, distiller, inputs.train_x, inputs.train_y, recipe, state.device,
             val=(inputs.val_x, inputs.val_y), teacher_logits=logits, progress=False, on_epoch=on_epoch)
@@ -281,7 +259,7 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
     from ray import tune
 
     clock = TrialClock()
-    torch.set_num_threads(max(1, int(inputs.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(inputs.spec.cpus_per_trial)))
     state = worker_state(inputs)
     params = dict(config)
     shape = inputs.model.input_shape
@@ -325,7 +303,7 @@ def run_trial(config: dict[str, Any], inputs: TrialInputs) -> None:
             clock.start("train")
 
         with clock.timing("train"):
-            distill_candidate(state, inputs, candidate, student, inputs.epochs, on_epoch)
+            distill_candidate(state, inputs, candidate, student, inputs.spec.epochs, on_epoch)
     except Exception as exc:
         if type(exc).__module__.partition(".")[0] == "ray":  # Tune's and Ray's own signals are theirs
             raise

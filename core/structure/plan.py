@@ -9,10 +9,15 @@ from typing import Any
 
 from prunetune.errors import UsageError
 
-__all__ = ["MAX_RATIO", "StudentPlan"]
+__all__ = ["MAX_RATIO", "SAMPLED_MAX_RATIO", "StudentPlan"]
 
 #: The most any group may lose where nothing else says: a budget's repair never cuts deeper.
 MAX_RATIO = 0.9
+#: The largest ratio a search space samples for a group when its options name none. Below
+#: :data:`MAX_RATIO` (the search's ``--max-ratio``, the cap of its budget repair) on purpose: the
+#: repair raises every ratio of a plan over budget, and a group sampled at the cap would leave no
+#: room to take its share.
+SAMPLED_MAX_RATIO = 0.8
 
 
 def _check_ratio(ratio: float, where: str) -> None:

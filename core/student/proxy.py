@@ -21,7 +21,7 @@ from torch import nn
 
 from prunetune.components.pruning import Pruner
 from prunetune.components.scoring import Scorer, calibration_batches
-from prunetune.components.spaces import Candidate, DefineByRun, ModelStructure, SearchSpace
+from prunetune.components.spaces import DefineByRun, ModelStructure, SearchSpace
 from prunetune.structure.plan import MAX_RATIO, StudentPlan
 from prunetune.student.budget import CostLimit, MacsCounter, repair
 from prunetune.student.surgery import build_student
@@ -147,12 +147,11 @@ class Screened:
                 "proxy_accuracy": self.proxy_accuracy}
 
 
-def _sample(space: SearchSpace, structure: ModelStructure, count: int, seed: int) -> list[dict[str, Any]]:
+def _sample(define: DefineByRun, count: int, seed: int) -> list[dict[str, Any]]:
     """``count`` parameter sets from the space's define-by-run function, sampled at random."""
     import optuna  # only when screening
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    define = DefineByRun(space, structure)
     points = []
     for _ in range(count):
         trial = study.ask()
@@ -215,8 +214,9 @@ def screen(
     counter = counter or MacsCounter(base, example)
     scorers: dict[str, Scorer] = {}
     results = []
-    for params in _sample(space, structure, count, seed):
-        candidate = Candidate.from_params(params | space.constants(), round_to)
+    bound = DefineByRun(space, structure)
+    for params in _sample(bound, count, seed):
+        candidate = bound.candidate(params, round_to)
         if budget_macs is None:
             plan, macs = candidate.plan, counter.macs(candidate.plan)
         else:

@@ -31,15 +31,16 @@ import torch
 
 from prunetune.components.spaces import (
     DISTILLER_OPTIONS,
-    KERNEL_PREFIX,
     RATIO,
-    RATIO_PREFIX,
     Candidate,
     DefineByRun,
     ModelStructure,
     SearchSpace,
     check_kernel_sizes,
+    kernel_param,
+    ratio_param,
 )
+from prunetune.structure.plan import StudentPlan
 from prunetune.testing.scorers import conformance_model
 
 if TYPE_CHECKING:
@@ -57,10 +58,9 @@ def conformance_structure() -> ModelStructure:
     return ModelStructure.of(conformance_model(), torch.randn(1, 3, 8, 8))
 
 
-def effective_plan(params: Mapping[str, Any], structure: ModelStructure) -> tuple[dict[str, float], dict[str, int]]:
-    """Each group's ratio and each conv's kernel size in the plan ``params`` describe (the global
-    ``ratio`` where a group has none of its own, the teacher's size where a conv has none)."""
-    plan = Candidate.from_params(params).plan
+def effective_plan(plan: StudentPlan, structure: ModelStructure) -> tuple[dict[str, float], dict[str, int]]:
+    """Each group's ratio and each conv's kernel size in ``plan`` (the global ``ratio`` where a
+    group has none of its own, the teacher's size where a conv has none)."""
     ratios = {g: float(plan.ratios.get(g, plan.ratio)) for g in structure.groups}
     return ratios, {c: int(plan.kernels.get(c, k)) for c, k in structure.kernels.items()}
 
@@ -101,21 +101,19 @@ class ConformanceSpace(SearchSpace):
     def suggest(self, trial: optuna.Trial, structure: ModelStructure) -> None:
         cfg = self.config
         for group in structure.groups:
-            trial.suggest_float(RATIO_PREFIX + group, 0.0, cfg.max_ratio, step=cfg.ratio_step)
+            trial.suggest_float(ratio_param(group), 0.0, cfg.max_ratio, step=cfg.ratio_step)
         for conv in structure.kernels:
-            trial.suggest_categorical(KERNEL_PREFIX + conv, cfg.kernel_sizes)
+            trial.suggest_categorical(kernel_param(conv), cfg.kernel_sizes)
 
-    def baseline(self, structure: ModelStructure, ratio: float) -> dict[str, Any]:
+    def baseline(self, structure: ModelStructure, ratio: float) -> Candidate:
         return self.with_ratios(structure, dict.fromkeys(structure.groups, ratio))
 
-    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> dict[str, Any]:
+    def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate:
         cfg = self.config
-        params: dict[str, Any] = {
-            RATIO_PREFIX + g: _snap(ratios.get(g, 0.0), cfg.ratio_step, cfg.max_ratio) for g in structure.groups
-        }
-        for conv, size in structure.kernels.items():
-            params[KERNEL_PREFIX + conv] = min(cfg.kernel_sizes, key=lambda s: (abs(s - size), s))
-        return params
+        snapped = {g: _snap(ratios.get(g, 0.0), cfg.ratio_step, cfg.max_ratio) for g in structure.groups}
+        kernels = {conv: min(cfg.kernel_sizes, key=lambda s: (abs(s - size), s))
+                   for conv, size in structure.kernels.items()}
+        return Candidate(StudentPlan(ratios=snapped, kernels=kernels))
 
     def constants(self) -> dict[str, Any]:
         return {"T": self.config.temperature}
@@ -183,11 +181,15 @@ class SearchSpaceConformance(abc.ABC):
     def _sizes(self, space: SearchSpace, teacher: int) -> set[int]:
         return set(space.kernel_sizes()) | {teacher}
 
-    def _check_replays(self, space: SearchSpace, point: Mapping[str, Any], what: str) -> None:
-        """``point`` is one of the space's own: suggest on a FixedTrial of it asks exactly for it."""
+    def _check_replays(self, space: SearchSpace, candidate: Candidate, what: str) -> None:
+        """``candidate`` is one of the space's own: suggest on a FixedTrial of its parameters asks
+        exactly for them, and they read back as the same candidate."""
         import optuna
 
-        constants = space.constants()
+        point, constants = candidate.params(), space.constants()
+        again = Candidate.from_params(point | constants)
+        assert again.plan == candidate.plan, f"{what}: its parameters read back as {again.plan}, not {candidate.plan}"
+        assert (again.scorer, again.distiller) == (candidate.scorer, candidate.distiller), f"{what}: choices lost"
         searched = {k: v for k, v in point.items() if k not in constants}
         assert all(point[k] == v for k, v in constants.items() if k in point), f"{what} contradicts constants()"
         trial = optuna.trial.FixedTrial(searched)
@@ -213,8 +215,7 @@ class SearchSpaceConformance(abc.ABC):
 
     def test_parameter_names_are_the_known_ones(self) -> None:
         space, structure = self.make_space(), self.make_structure()
-        known = {RATIO, *_CHOICES, *(RATIO_PREFIX + g for g in structure.groups),
-                 *(KERNEL_PREFIX + c for c in structure.kernels)}
+        known = {RATIO, *_CHOICES, *map(ratio_param, structure.groups), *map(kernel_param, structure.kernels)}
         for params in self._sample(space):
             unknown = set(params | space.constants()) - known
             assert not unknown, f"parameters no plan reads, or of no group or conv: {sorted(unknown)}"
@@ -244,7 +245,7 @@ class SearchSpaceConformance(abc.ABC):
             point = space.baseline(structure, asked)
             if point is None:
                 continue
-            ratios, kernels = effective_plan(point | space.constants(), structure)
+            ratios, kernels = effective_plan(point.plan, structure)
             # A space that fixes the global ratio as a constant keeps it (kernel_only does).
             want = asked if fixed is None else float(fixed)
             assert len(set(ratios.values())) == 1, f"baseline({asked}) is not uniform: {ratios}"
@@ -259,7 +260,7 @@ class SearchSpaceConformance(abc.ABC):
         point = space.with_ratios(structure, wanted)
         if point is None:
             return
-        ratios, kernels = effective_plan(point | space.constants(), structure)
+        ratios, kernels = effective_plan(point.plan, structure)
         for group, ratio in wanted.items():
             assert abs(ratios[group] - ratio) <= self.ratio_step + 1e-9, (
                 f"with_ratios gave {group} {ratios[group]}, asked {ratio} (grid {self.ratio_step})")

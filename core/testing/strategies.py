@@ -32,9 +32,6 @@ import pytest
 import torch
 
 from prunetune.components.spaces import (
-    KERNEL_PREFIX,
-    RATIO,
-    RATIO_PREFIX,
     Candidate,
     DefineByRun,
     ModelStructure,
@@ -57,9 +54,9 @@ METRIC = "val_accuracy"
 def conformance_result(params: Mapping[str, Any]) -> dict[str, float]:
     """A trial's made-up final result: accuracy falls with the ratios and favours kernel size 5;
     ``val_loss`` is ``1 - val_accuracy``; ``macs`` grows with the kept channels and kernels."""
-    ratios = [float(v) for k, v in params.items() if k.startswith(RATIO_PREFIX)]
-    kernels = [int(v) for k, v in params.items() if k.startswith(KERNEL_PREFIX)]
-    keep = 1.0 - (sum(ratios) / len(ratios) if ratios else float(params.get(RATIO, 0.0)))
+    plan = Candidate.from_params(params).plan
+    ratios, kernels = list(plan.ratios.values()), list(plan.kernels.values())
+    keep = 1.0 - (sum(ratios) / len(ratios) if ratios else plan.ratio)
     accuracy = 0.5 + 0.4 * keep + 0.01 * sum(k == 5 for k in kernels)
     macs = keep * keep * (1.0 + sum(k * k for k in kernels))
     return {METRIC: accuracy, "val_loss": 1.0 - accuracy, "macs": macs}
@@ -133,7 +130,7 @@ class StrategyConformance(abc.ABC):
         return conformance_structure()
 
     def _baseline(self) -> dict[str, Any]:
-        point = self.make_space().baseline(self.make_structure(), self.baseline_ratio)
+        point = DefineByRun(self.make_space(), self.make_structure()).baseline(self.baseline_ratio)
         assert point is not None, "make_space() must give a space with a baseline"
         return point
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prunetune import hookimpl
-from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, KERNEL_PREFIX, DefineByRun, check_kernel_sizes
+from prunetune.components.spaces import DEFAULT_KERNEL_SIZES, DefineByRun, check_kernel_sizes, kernel_param
 from prunetune.components.strategy import Strategy
 from prunetune.errors import UsageError
 
@@ -202,12 +202,12 @@ class GreedyKernelSearch:
         return self._order[self._index]
 
     def _size_now(self, layer: str) -> int:
-        return int(self.current.get(KERNEL_PREFIX + layer, self._layers[layer]))
+        return int(self.current.get(kernel_param(layer), self._layers[layer]))
 
     def _params(self, size: int | None) -> dict[str, Any]:
         if size is None:
             return dict(self.current)
-        return self.current | {KERNEL_PREFIX + self._layer(): size}
+        return self.current | {kernel_param(self._layer()): size}
 
     def _start_layer(self) -> None:
         """Queue the next layer's new candidates; decide at once any layer that needs none."""
@@ -228,7 +228,7 @@ class GreedyKernelSearch:
         accepted = best.val_accuracy > self.current_outcome.val_accuracy
         self.history.append(LayerStep(layer, dict(self._outcomes), chosen, accepted))
         if accepted:
-            self.current = self.current | {KERNEL_PREFIX + layer: chosen}
+            self.current = self.current | {kernel_param(layer): chosen}
             self.current_outcome = best
         elif self._stop_early:
             self._finished = True

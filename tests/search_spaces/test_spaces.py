@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from prunetune.components.selection import group_ratios
-from prunetune.components.spaces import Candidate, SearchSpace
+from prunetune.components.spaces import Candidate, DefineByRun, SearchSpace
 from prunetune.errors import UsageError
 from prunetune.host.registry import Registry
 from prunetune.structure.groups import find_groups
@@ -20,6 +20,11 @@ from prunetune.structure.kernels import apply_kernels
 
 SPACES = ["per_layer", "uniform", "ratio_only", "kernel_only"]
 CHOICES = {"scorers": ("l1", "l2"), "distillers": ("hinton", "none"), "search_temperature": True}
+
+
+def point(space, structure, candidate):
+    """``candidate`` as the point a search would evaluate."""
+    return DefineByRun(space, structure).point(candidate)
 
 
 def make_space(name: str, **options: object) -> SearchSpace:
@@ -120,7 +125,7 @@ def test_ratios_stay_on_the_step_grid(name, structure):
 @pytest.mark.parametrize("name", ["per_layer", "uniform", "ratio_only"])
 def test_baseline_is_the_uniform_plan_with_the_teacher_kernels(name, teacher, example, structure):
     space = make_space(name, **CHOICES)
-    baseline = space.baseline(structure, 0.33)
+    baseline = point(space, structure, space.baseline(structure, 0.33))
     study = optuna.create_study()
     study.enqueue_trial(baseline)
     trial = study.ask()
@@ -140,7 +145,7 @@ def test_baseline_is_the_uniform_plan_with_the_teacher_kernels(name, teacher, ex
 def test_with_ratios_gives_each_group_its_ratio_on_the_grid(name, teacher, example, structure):
     space = make_space(name, max_ratio="0.5", ratio_step="0.1")
     first, second, *rest = structure.groups
-    params = space.with_ratios(structure, {first: 0.12, second: 0.7})
+    params = point(space, structure, space.with_ratios(structure, {first: 0.12, second: 0.7}))
     trial = optuna.trial.FixedTrial(params)
     space.suggest(trial, structure)  # a point the space itself could suggest
     assert trial.params == params
@@ -156,15 +161,16 @@ def test_spaces_without_group_ratios_give_no_seeded_point(name, structure):
 
 
 def test_per_layer_baseline_takes_the_nearest_kernel_size(structure):
-    baseline = make_space("per_layer", kernel_sizes="5,7").baseline(structure, 0.9)
-    assert {v for k, v in baseline.items() if k.startswith("kernel:")} == {5}
-    assert {v for k, v in baseline.items() if k.startswith("ratio:")} == {0.8}
+    plan = make_space("per_layer", kernel_sizes="5,7").baseline(structure, 0.9).plan
+    assert set(plan.kernels.values()) == {5} and set(plan.kernels) == set(structure.kernels)
+    assert set(plan.ratios.values()) == {0.8} and set(plan.ratios) == set(structure.groups)
 
 
 def test_kernel_only_fixes_its_ratio_as_a_constant(teacher, example, structure):
     space = make_space("kernel_only", ratio="0.25")
     assert space.constants() == {"ratio": 0.25}
-    baseline = space.baseline(structure, 0.5)
+    baseline = point(space, structure, space.baseline(structure, 0.5))
+    assert "ratio" not in baseline  # a constant: the trial adds it
     trial = optuna.trial.FixedTrial(baseline)
     space.suggest(trial, structure)
     assert trial.params == baseline

@@ -46,7 +46,7 @@ def reports(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def test_the_token_is_new_per_instance_and_survives_pickling(prepared: SearchRun) -> None:
     inputs = prepared.inputs
     assert pickle.loads(pickle.dumps(inputs)).token == inputs.token  # as through Ray's object store
-    changed = dataclasses.replace(inputs, epochs=inputs.epochs + 1)
+    changed = dataclasses.replace(inputs, spec=dataclasses.replace(inputs.spec, epochs=inputs.spec.epochs + 1))
     assert changed.token != inputs.token
     with pytest.raises(TypeError):
         TrialInputs(**{f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs)})  # token is not an argument
@@ -139,7 +139,7 @@ def test_a_trial_trains_with_the_runs_schedule_and_nesterov(tmp_path: Path, repo
                       nesterov=False, **TINY)  # type: ignore[arg-type]
     run = prepare_search(spec, echo=lambda _: None)
     inputs = run.inputs
-    assert (inputs.schedule, inputs.nesterov) == ("cosine", False)  # not the defaults
+    assert (inputs.spec.schedule, inputs.spec.nesterov) == ("cosine", False)  # not the defaults
     recipes: list[TrainRecipe] = []
     real = trial_module.distill
 
@@ -156,10 +156,12 @@ def test_a_trial_trains_with_the_runs_schedule_and_nesterov(tmp_path: Path, repo
     assert reports[-1]["val_accuracy"] > 0
 
 
-def test_trial_inputs_default_to_the_specs_recipe(prepared: SearchRun) -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(TrialInputs)}
-    assert (fields["schedule"], fields["nesterov"]) == (JobSpec.schedule, JobSpec.nesterov)
-    assert (prepared.inputs.schedule, prepared.inputs.nesterov) == (JobSpec.schedule, JobSpec.nesterov)
+def test_trial_inputs_hold_the_runs_spec_not_copies_of_its_settings(prepared: SearchRun) -> None:
+    assert prepared.inputs.spec is prepared.spec
+    copied = {f.name for f in dataclasses.fields(TrialInputs)} & {f.name for f in dataclasses.fields(SearchSpec)}
+    # ``model`` is the resolved ModelSpec (options, input shape, classes), not the spec's name.
+    assert not copied - {"model"}, f"TrialInputs repeats the spec's settings {sorted(copied)}"
+    assert (prepared.inputs.spec.schedule, prepared.inputs.spec.nesterov) == (JobSpec.schedule, JobSpec.nesterov)
 
 
 def test_a_trial_reports_the_tables_latency_not_a_timing(prepared: SearchRun, reports: list[dict[str, Any]],
@@ -175,7 +177,7 @@ def test_a_trial_reports_the_tables_latency_not_a_timing(prepared: SearchRun, re
     assert inputs.budget_latency_ms == pytest.approx(table.predict(prepared.uniform_plan))
     monkeypatch.setattr(trial_module, "_STATE", None)
     run_trial(dict(prepared.baseline or {}), inputs)
-    assert len(reports) == inputs.epochs
+    assert len(reports) == inputs.spec.epochs
     for r in reports:
         assert r["latency_b256_ms"] == pytest.approx(table.predict(StudentPlan.from_dict(json.loads(r["plan"]))))
         assert r["latency_b256_ms"] <= inputs.budget_latency_ms * (1 + 1e-9)
@@ -190,8 +192,9 @@ def test_a_trial_repairs_its_plan_to_the_latency_budget(prepared: SearchRun, rep
     table = prepared.inputs.latency_table.bind(MacsCounter(prepared.teacher, prepared.inputs.train_x[:1]))  # type: ignore[union-attr]
     cap = table.predict(StudentPlan(ratio=0.75))
     monkeypatch.setattr(trial_module, "_STATE", None)
-    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=cap, epochs=1))
+    one_epoch = dataclasses.replace(prepared.inputs.spec, epochs=1)
+    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=cap, spec=one_epoch))
     [r] = reports
     assert r["feasible"] and r["repaired"] and r["latency_b256_ms"] <= cap * (1 + 1e-9)
-    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=1e-6, epochs=1))
+    run_trial(dict(prepared.baseline or {}), dataclasses.replace(prepared.inputs, budget_latency_ms=1e-6, spec=one_epoch))
     assert reports[-1]["feasible"] is False and reports[-1]["latency_b256_ms"] > 1e-6  # out of reach: never trained

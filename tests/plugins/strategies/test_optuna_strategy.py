@@ -90,7 +90,7 @@ def test_mismatched_metrics_and_modes_are_refused(metrics, modes):
 def test_a_search_space_baseline_is_the_first_trial():
     structure = ModelStructure(groups={"stem.conv": 8, "layer1.0.conv1": 16}, kernels={"stem.conv": 3})
     per_layer = PerLayerSpace(PerLayerSpace.Config(scorers=("l1", "l2")))
-    baseline = per_layer.baseline(structure, 0.5)
+    baseline = per_layer.baseline(structure, 0.5).params()
     searcher = make().searcher(
         lambda trial: per_layer.suggest(trial, structure), ["acc"], ["max"], seed=0,
         points_to_evaluate=[baseline],

@@ -30,8 +30,8 @@ pytest.importorskip("ray.tune")
 
 STRUCTURE = ModelStructure(groups={"stem": 8, "block": 16}, kernels={"stem": 3, "block.conv1": 3, "block.conv2": 3})
 PER_LAYER = PerLayerSpace(PerLayerSpace.Config())
-BASELINE = PER_LAYER.baseline(STRUCTURE, 0.5)
 BOUND = DefineByRun(PER_LAYER, STRUCTURE)
+BASELINE = BOUND.baseline(0.5)
 #: The constructed case's best kernel sizes.
 BEST = {"kernel:stem": 5, "kernel:block.conv1": 7, "kernel:block.conv2": 3}
 
@@ -45,7 +45,7 @@ def make(**options: object) -> StructureDiversityStrategy:
 def searcher(space: Any = PER_LAYER, **options: object) -> GreedyKernelSearch:
     """The strategy's searcher over ``space``, from the space's baseline."""
     return make(**options).searcher(DefineByRun(space, STRUCTURE), ["val_accuracy"], ["max"], 0,
-                                    [space.baseline(STRUCTURE, 0.5)])
+                                    [DefineByRun(space, STRUCTURE).baseline(0.5)])
 
 
 def result(loss: float, accuracy: float) -> dict[str, float]:
@@ -256,9 +256,9 @@ def test_a_pickled_searcher_loads_in_a_fresh_process(tmp_path: Path) -> None:
 def test_the_space_constants_join_every_suggestion() -> None:
     space = KernelOnlySpace(KernelOnlySpace.Config(ratio=0.25, kernel_sizes=(3, 5)))
     search = searcher(space)
-    assert search.suggest("base") == space.baseline(STRUCTURE, 0.5) | {"ratio": 0.25}
+    assert search.suggest("base") == DefineByRun(space, STRUCTURE).baseline(0.5) | {"ratio": 0.25}
     search.on_trial_complete("base", result(1.0, 50.0))
-    assert search.suggest("t") == space.baseline(STRUCTURE, 0.5) | {"ratio": 0.25, "kernel:stem": 5}
+    assert search.suggest("t") == DefineByRun(space, STRUCTURE).baseline(0.5) | {"ratio": 0.25, "kernel:stem": 5}
     assert search.suggest("u") is None  # only one other size in this space
 
 
