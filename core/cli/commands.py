@@ -65,7 +65,7 @@ def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     return dict(
         model=args.model or "resnet", dataset=args.dataset, scorer=args.scorer, pruner=args.pruner, distiller=args.distiller,
-        model_options=parse_options(args.model_opt, "model"),
+        model_options=parse_options(args.model_opt, "model"), logits=args.logits, classifier=args.classifier,
         dataset_options=parse_options(args.dataset_opt, "dataset"),
         scorer_options=parse_options(args.scorer_opt, "scorer"),
         pruner_options=parse_options(args.pruner_opt, "pruner"),

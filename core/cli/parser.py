@@ -98,9 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_key(text: str) -> int | str:
+    """``--logits``: a tuple index (an integer) or the name of a named tuple's field or dict's key."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of layer names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more layer names, comma-separated")
+    return names
+
+
 def _add_job_arguments(p: argparse.ArgumentParser, lr_help: str) -> None:
     """The options compress and search share (:class:`prunetune.jobs.spec.JobSpec`)."""
-    p.add_argument("--model", default=None, help=f"zoo model name or package.module:factory (default: {JobSpec.model})")
+    p.add_argument("--model", default=None, help=f"zoo model name, torchvision:NAME, timm:NAME or package.module:factory "
+                   f"(default: {JobSpec.model})")
+    p.add_argument("--logits", type=_output_key, default=None, metavar="INDEX|NAME",
+                   help="for a model returning several outputs: which one is the logits (a tuple index, or a name)")
+    p.add_argument("--classifier", type=_names, default=(), metavar="LAYER[,LAYER]",
+                   help="layers whose outputs are model outputs, never cut (those feeding an output directly "
+                   "are found without it)")
     p.add_argument("--dataset", default=JobSpec.dataset, help=f"dataset plugin (default: {JobSpec.dataset}, bundled)")
     p.add_argument("--scorer", default=JobSpec.scorer, help=f"which channels matter (default: {JobSpec.scorer})")
     p.add_argument("--pruner", default=JobSpec.pruner, help=f"how to cut (default: {JobSpec.pruner})")

@@ -1,4 +1,10 @@
-"""Teacher models: zoo plugins and user factories named ``package.module:factory``."""
+"""Teacher models: zoo plugins, user factories named ``package.module:factory``, and
+torchvision and timm architectures named ``torchvision:NAME`` or ``timm:NAME``.
+
+Both libraries keep a registry of architectures; such a name is looked up there, never
+imported as code, so a student file may name one as it names a zoo model. Weights are never
+downloaded: every model starts freshly initialised (``weights=None``, ``pretrained=False``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import copy
 import dataclasses
 import importlib
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +21,14 @@ from torch import nn
 
 from prunetune.errors import UsageError
 from prunetune.host.options import convert_value
+from prunetune.structure.outputs import select_output
 
 if TYPE_CHECKING:
     from prunetune.host.registry import Registry
 
 __all__ = [
-    "LIVE_PREFIX", "CallableModelFactory", "ModelFactory", "ModelSpec", "check_model_named", "is_import_spec",
-    "is_live_spec", "live_name", "resolve_model",
+    "HUBS", "LIVE_PREFIX", "CallableModelFactory", "HubModelFactory", "ModelFactory", "ModelSpec", "adapt_first_conv",
+    "check_model_named", "hub_of", "is_import_spec", "is_live_spec", "live_name", "resolve_model",
 ]
 
 
@@ -40,7 +48,8 @@ class CallableModelFactory(ModelFactory):
     """A user's ``package.module:factory``, called with the arguments it accepts.
 
     Of ``in_channels``, ``num_classes`` and ``image_size``, the factory gets those it names
-    (all of them if it takes ``**kwargs``); ``options`` are passed as keyword arguments, strings
+    (a factory taking ``**kwargs`` gets only those it names too: torchvision's ``resnet18(**kwargs)``
+    passes them on to a class that takes no ``in_channels``); ``options`` are passed as keyword arguments, strings
     converted to the parameter's annotated type where it has one (``int``, ``float``, ``bool``,
     ``tuple[int, ...]``...).
     """
@@ -59,7 +68,7 @@ class CallableModelFactory(ModelFactory):
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         named = [n for n, p in params.items() if p.kind in keyword]
-        kwargs: dict[str, Any] = {k: v for k, v in offered.items() if takes_any or k in params}
+        kwargs: dict[str, Any] = {k: v for k, v in offered.items() if k in params and params[k].kind in keyword}
         for key, value in self.options.items():
             if key in offered:
                 raise UsageError(
@@ -116,6 +125,81 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
+#: The libraries whose model registries ``--model LIBRARY:NAME`` reads.
+HUBS = ("torchvision", "timm")
+#: prunetune's own option for torchvision models (timm takes ``in_chans`` itself).
+ADAPT = "adapt_input"
+
+
+def hub_of(spec: str) -> str | None:
+    """The library ``spec`` names a model of (``timm:resnet18`` -> ``timm``), or None."""
+    hub, sep, name = spec.partition(":")
+    return hub if sep and name and hub in HUBS else None
+
+
+def _value(value: Any) -> Any:
+    """A command-line option's string as the number, boolean or list it spells; other text as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
+    """``model`` with its first conv taking ``in_channels`` channels (freshly initialised)."""
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels != in_channels:
+                    setattr(parent, child_name, nn.Conv2d(
+                        in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                        child.dilation, 1 if child.groups == 1 else in_channels, child.bias is not None,
+                        child.padding_mode))
+                return model
+    raise UsageError("adapt_input found no Conv2d in the model to adapt")
+
+
+class HubModelFactory(ModelFactory):
+    """A torchvision or timm architecture by name, its options passed to the library's builder.
+
+    torchvision models take 3-channel images; ``adapt_input=true`` gives the first conv the
+    data's channels instead. timm models are built with the data's channels (``in_chans``).
+    """
+
+    def __init__(self, spec: str, options: Mapping[str, Any]) -> None:
+        self.hub, _, self.name = spec.partition(":")
+        self.spec = spec
+        self.options = {k: _value(v) for k, v in options.items()}
+
+    def _library(self) -> Any:
+        module = "torchvision.models" if self.hub == "torchvision" else "timm"
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"model {self.spec!r} needs {self.hub}, which does not import here: {exc}") from None
+
+    def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+        options = dict(self.options)
+        adapt = options.pop(ADAPT, False)
+        library = self._library()
+        try:
+            if self.hub == "torchvision":
+                if in_channels != 3 and adapt is not True:
+                    raise UsageError(f"model {self.spec!r} takes 3-channel images and the data has {in_channels}: "
+                                     f"pass --model-opt {ADAPT}=true to give its first conv {in_channels}")
+                model = library.get_model(self.name, weights=None, num_classes=num_classes, **options)
+                return adapt_first_conv(model, in_channels) if adapt is True else model
+            return library.create_model(self.name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                        **options)
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the library refused the name or an option: one line
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise UsageError(f"model {self.spec!r} could not be built: {type(exc).__name__}: {reason}") from None
+
+
 #: How a model handed over as a Python object is named (``object:package.module.Class``).
 LIVE_PREFIX = "object:"
 
@@ -132,7 +216,7 @@ def is_live_spec(spec: str) -> bool:
 
 def is_import_spec(spec: str) -> bool:
     """Whether ``spec`` names code to import (``package.module:factory``), not a zoo model."""
-    return ":" in spec and not is_live_spec(spec)
+    return ":" in spec and not is_live_spec(spec) and hub_of(spec) is None
 
 
 def check_model_named(spec: Any, given: str | None, what: str) -> None:
@@ -170,6 +254,8 @@ def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> 
         raise UsageError(f"model {spec!r} was handed over as a Python object: give that object, not its name")
     if is_import_spec(spec):
         return CallableModelFactory(_import_factory(spec), options, name=spec)
+    if hub_of(spec) is not None:
+        return HubModelFactory(spec, options)
     factory = registry.create("model", spec, options)
     if not isinstance(factory, ModelFactory):
         plugin = registry.get("model", spec).plugin
@@ -195,18 +281,22 @@ class ModelSpec:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     module: nn.Module | None = dataclasses.field(default=None, compare=False, repr=False)
+    logits: int | str | None = None  # which output is the logits, for a model returning several
+    heads: tuple[str, ...] = ()  # layers whose outputs are model outputs, never cut
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "heads", tuple(self.heads))
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "num_classes", int(self.num_classes))
 
     @classmethod
-    def of_module(cls, module: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
+    def of_module(cls, module: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+                  logits: int | str | None = None, heads: tuple[str, ...] = ()) -> ModelSpec:
         """The description of a live model: a CPU copy of it stands for its architecture (it
         travels to Ray workers; the weights they use are the teacher's state)."""
         module = copy.deepcopy(module).cpu()
-        return cls(live_name(module), {}, input_shape, num_classes, module)
+        return cls(live_name(module), {}, input_shape, num_classes, module, logits, heads)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], named: str | nn.Module | None, what: str) -> ModelSpec:
@@ -227,15 +317,20 @@ class ModelSpec:
             raise UsageError(f"{what} has no valid input_shape (three positive integers), got {shape!r}")
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
             raise UsageError(f"{what} has no valid num_classes, got {classes!r}")
+        logits, heads = meta.get("logits"), meta.get("heads", [])
+        if not (logits is None or isinstance(logits, (int, str))) or isinstance(logits, bool):
+            raise UsageError(f"{what} has logits {logits!r}, neither an output's index nor its name")
+        if not (isinstance(heads, list) and all(isinstance(h, str) for h in heads)):
+            raise UsageError(f"{what} has heads {heads!r}, not a list of layer names")
         if isinstance(named, nn.Module):
             if not (isinstance(spec, str) and is_live_spec(spec)):
                 raise UsageError(f"{what} was made with model {spec!r}, not from a model object")
-            return cls(spec, {}, tuple(shape), classes, named)
+            return cls(spec, {}, tuple(shape), classes, named, logits, tuple(heads))
         check_model_named(spec, named, what)
         options = meta.get("model_options", {})
         if not isinstance(options, Mapping):
             raise UsageError(f"{what} has model options that are not a mapping")
-        return cls(spec, options, tuple(shape), classes)
+        return cls(spec, options, tuple(shape), classes, None, logits, tuple(heads))
 
     @property
     def is_live(self) -> bool:
@@ -243,9 +338,15 @@ class ModelSpec:
         return self.module is not None
 
     def meta(self) -> dict[str, Any]:
-        """The description as JSON-able fields: ``model``, ``model_options``, ``input_shape``, ``num_classes``."""
-        return {"model": self.model, "model_options": dict(self.options), "input_shape": list(self.input_shape),
+        """The description as JSON-able fields: ``model``, ``model_options``, ``input_shape``,
+        ``num_classes``, and ``logits`` and ``heads`` where they are set."""
+        meta = {"model": self.model, "model_options": dict(self.options), "input_shape": list(self.input_shape),
                 "num_classes": self.num_classes}
+        if self.logits is not None:
+            meta["logits"] = self.logits
+        if self.heads:
+            meta["heads"] = list(self.heads)
+        return meta
 
     def factory(self, registry: Registry) -> ModelFactory:
         """The model's factory (zoo plugin or the user's ``package.module:factory``)."""
@@ -260,6 +361,10 @@ class ModelSpec:
             UsageError: the model cannot take this input shape, or its factory failed.
         """
         if self.module is not None:
-            return copy.deepcopy(self.module)
-        c, h, _ = self.input_shape
-        return self.factory(registry).build(c, self.num_classes, h)
+            model = copy.deepcopy(self.module)
+        else:
+            c, h, _ = self.input_shape
+            model = self.factory(registry).build(c, self.num_classes, h)
+        if self.logits is not None or self.heads:
+            select_output(model, self.logits, self.heads)
+        return model

@@ -65,9 +65,13 @@ def kept_count(size: int, ratio: float, round_to: int | None) -> int:
 def choose_removals(
     group: ChannelGroup, scores: torch.Tensor, ratio: float, round_to: int | None = None
 ) -> list[int]:
-    """The lowest-scoring channels of each segment (concatenated branch), each cut by ``ratio``."""
+    """The lowest-scoring channels of each segment (concatenated branch), each cut by ``ratio``;
+    in a group of equal blocks (grouped convs), the lowest-scoring positions of every block."""
     if scores.shape != (group.size,):
         raise ValueError(f"scores for group {group.name!r} have shape {tuple(scores.shape)}, expected ({group.size},)")
+    if group.blocks > 1:
+        n_remove = group.size - kept_count(group.size, ratio, round_to)
+        return group.patterned(range(n_remove), scores)
     removed: list[int] = []
     for segment in group.segments:
         n_remove = len(segment) - kept_count(len(segment), ratio, round_to)

@@ -92,6 +92,9 @@ def check_model(model: nn.Module, spec: ModelSpec, data: DataSplits) -> nn.Modul
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise UsageError(f"model {spec.model!r} cannot take images of shape {c}x{h}x{w}: {reason}") from None
+    if isinstance(out, (tuple, list, dict)):
+        raise UsageError(f"model {spec.model!r} returns {len(out)} outputs: name the logits with --logits "
+                         f"INDEX or NAME (and any output layers to keep whole with --classifier LAYER,...)")
     if not isinstance(out, torch.Tensor) or out.shape != (2, data.num_classes):
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UsageError(f"model {spec.model!r} outputs {shape} per image, "
@@ -128,8 +131,9 @@ def set_up_job(spec: JobSpec, host: Host | None = None, extra: Iterable[Named] =
     if data is None:
         data = components["dataset"].load(spec.seed, spec.val_fraction)
     if teacher is None:
-        model = ModelSpec(spec.model, spec.model_options, data.input_shape, data.num_classes)
+        model = ModelSpec(spec.model, spec.model_options, data.input_shape, data.num_classes,
+                          logits=spec.logits, heads=tuple(spec.classifier))
     else:
-        model = ModelSpec.of_module(teacher, data.input_shape, data.num_classes)
+        model = ModelSpec.of_module(teacher, data.input_shape, data.num_classes, spec.logits, tuple(spec.classifier))
     setup = JobSetup(spec, host, model, data, versions, components)
     return setup, check_model(model.build(registry), model, data)

@@ -36,6 +36,10 @@ class JobSpec:
     scorer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     distiller_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # For a model returning several outputs: which is the logits (an index, or a name of a named
+    # tuple or dict), and the layers whose outputs are model outputs (never cut).
+    logits: int | str | None = None
+    classifier: tuple[str, ...] = ()
     teacher_epochs: int = 15
     teacher_lr: float = 0.1
     teacher_checkpoint: str | None = None

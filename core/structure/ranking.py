@@ -147,8 +147,11 @@ class CutCounter:
 class _Cutter:
     """The removals of "the ``k`` lowest-ranked channels", within each segment's limits."""
 
-    def __init__(self, groups: Sequence[ChannelGroup], ranked: list[tuple[str, int]], plan: StudentPlan) -> None:
+    def __init__(self, groups: Sequence[ChannelGroup], ranked: list[tuple[str, int]], plan: StudentPlan,
+                 scores: Mapping[str, torch.Tensor] | None = None) -> None:
         self.ranked = ranked
+        self.groups = {group.name: group for group in groups}
+        self.scores = dict(scores or {})
         self.round_to = plan.round_to
         self.segment_of = {
             group.name: {c: i for i, segment in enumerate(group.segments) for c in segment} for group in groups
@@ -169,7 +172,8 @@ class _Cutter:
             kept = _rounded_up(size, max(size - len(channels), floor), self.round_to)
             if size - kept > 0:
                 removals.setdefault(name, []).extend(channels[: size - kept])
-        return {name: sorted(channels) for name, channels in removals.items()}
+        return {name: self.groups[name].patterned(channels, self.scores.get(name))
+                for name, channels in removals.items()}
 
 
 def _smallest_fit(n: int, fits: Callable[[int], bool]) -> int | None:
@@ -223,7 +227,7 @@ def global_removals(
     ranked = rank_channels(groups, normalise_scores(chosen) if normalise else chosen)
     counter = counter or CutCounter(model, example_input)
     budget = plan.macs_target * counter.base
-    cutter = _Cutter(groups, ranked, plan)
+    cutter = _Cutter(groups, ranked, plan, chosen)
 
     def fits(k: int) -> bool:
         return counter.macs(segment_cuts(groups, cutter.removals(k))) <= budget

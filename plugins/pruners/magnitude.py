@@ -20,7 +20,7 @@ from prunetune.components.selection import group_ratios
 from prunetune.errors import UsageError
 from prunetune.host.options import EmptyConfig
 from prunetune.host.registry import Registry
-from prunetune.structure.groups import classifier_name, find_groups
+from prunetune.structure.groups import find_groups, output_layers
 from prunetune.structure.masking import KeepMasked
 from prunetune.structure.measure import weight_sparsity
 from prunetune.structure.plan import StudentPlan
@@ -107,7 +107,7 @@ class MagnitudePruner(Pruner):
 
     ``plan.ratio`` of all conv and linear weights with the smallest ``|w|``, ranked across the
     model, are zeroed and kept zero in training. A layer whose group ``plan.ratios`` names loses
-    that share of its own smallest weights instead. The classifier is never cut, and no layer
+    that share of its own smallest weights instead. The output layers (classifier, auxiliary heads) are never cut, and no layer
     loses more than 99% of its weights. ``round_to`` does not apply; a MACs target is refused.
     """
 
@@ -125,12 +125,12 @@ class MagnitudePruner(Pruner):
     def prune(self, job: PruneJob) -> PruneRecord:
         self.check(job.plan)
         model, example = job.model, job.ctx.example_input
-        head = classifier_name(model, example)
+        heads = set(output_layers(model, example))
         own = _layer_ratios(model, example, job.plan)
         layers = {
             name: module
             for name, module in model.named_modules()
-            if isinstance(module, _LAYER_TYPES) and name != head
+            if isinstance(module, _LAYER_TYPES) and name not in heads
         }
         masks = smallest_weights(
             {name: m.weight for name, m in layers.items() if name not in own}, job.plan.ratio

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import torch
 
-from prunetune.structure.groups import classifier_name, find_groups
+from prunetune.structure.groups import find_groups, output_layers
+from prunetune.structure.outputs import select_output
+from tests.core import patterns
 from tests.core.toy import ConcatDepthwise, Residual
 
 
@@ -37,8 +39,12 @@ def test_remove_cuts_every_member() -> None:
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
-def test_classifier_is_the_last_layer_to_run() -> None:
-    assert classifier_name(Residual(), torch.randn(1, 3, 8, 8)) == "fc"
+def test_output_layers_are_those_whose_channels_no_layer_takes() -> None:
+    assert output_layers(Residual(), torch.randn(1, 3, 8, 8)) == ["fc"]
+    x = torch.randn(1, 1, 12, 12)
+    assert output_layers(patterns.TupleOut(), x) == ["aux_fc", "fc"]
+    assert output_layers(patterns.Aux().eval(), x) == ["aux_fc", "fc"]  # traced in training mode, where aux runs
+    assert output_layers(select_output(patterns.TupleOut(), 0, heads=["aux_conv"]), x) == ["aux_conv", "aux_fc", "fc"]
 
 
 def test_finding_groups_leaves_batchnorm_statistics_and_mode_alone() -> None:
