@@ -107,6 +107,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from prunetune.jobs.export import export_student
+
+    done = export_student(args.checkpoint, args.format, out=args.out, model=args.model)
+    print(f"wrote {done['path']} ({done['format']}): its logits differ from the student's by at most "
+          f"{done['max_abs_diff']:.1e}")
+    return 0
+
+
 def _search_spec(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
@@ -203,6 +212,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "compress": cmd_compress,
     "evaluate": cmd_evaluate,
+    "export": cmd_export,
     "search": cmd_search,
     "leaderboard": cmd_leaderboard,
     "rerun": cmd_rerun,

@@ -46,6 +46,10 @@ def _add_component_options(parser: argparse.ArgumentParser, kinds: Sequence[str]
         )
 
 
+#: ``prunetune export --format``: the keys of :data:`prunetune.jobs.export.FORMATS` (which imports torch).
+EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prunetune",
@@ -95,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
                    help="the factory of a student built from one: a file never makes prunetune import code")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    x = sub.add_parser("export", help="export a student as ONNX, TorchScript or a torch.export program, "
+                       "checked against it to 1e-4")
+    x.add_argument("checkpoint", help="a student file written by compress or search")
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                   help="onnx (needs pip install 'prunetune[onnx]'), torchscript (a traced module) or "
+                   "exported-program (torch.export, a .pt2 file)")
+    x.add_argument("--out", default=None, metavar="PATH", help="where to write it (default: beside the student, "
+                   "with .onnx, .ts.pt or .pt2)")
+    x.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FACTORY",
+                   help="the factory of a student built from one: a file never makes prunetune import code")
     return parser
 
 

@@ -66,10 +66,11 @@ def choose_removals(
     group: ChannelGroup, scores: torch.Tensor, ratio: float, round_to: int | None = None
 ) -> list[int]:
     """The lowest-scoring channels of each segment (concatenated branch), each cut by ``ratio``;
-    in a group of equal blocks (grouped convs), the lowest-scoring positions of every block."""
+    in a group of equal blocks (grouped convs), the lowest-scoring positions of every block; in
+    a group of tied channels, the lowest-scoring tie sets."""
     if scores.shape != (group.size,):
         raise ValueError(f"scores for group {group.name!r} have shape {tuple(scores.shape)}, expected ({group.size},)")
-    if group.blocks > 1:
+    if group.blocks > 1 or group.ties:
         n_remove = group.size - kept_count(group.size, ratio, round_to)
         return group.patterned(range(n_remove), scores)
     removed: list[int] = []

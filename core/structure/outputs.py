@@ -55,10 +55,10 @@ def pick(output: Any, key: int | str) -> torch.Tensor:
             index = fields.index(key)
         if index is None or not -len(output) <= index < len(output):
             valid = f"0..{len(output) - 1}" + (f" or {', '.join(fields)}" if fields else "")
-            raise UsageError(f"the model returns {len(output)} outputs: --output {key} is not one of them ({valid})")
+            raise UsageError(f"the model returns {len(output)} outputs: --logits {key} is not one of them ({valid})")
         chosen = output[index]
     else:
-        raise UsageError(f"the model returns a {type(output).__name__}: --output needs a tuple or dict of outputs")
+        raise UsageError(f"the model returns a {type(output).__name__}: --logits needs a tuple or dict of outputs")
     if not isinstance(chosen, torch.Tensor):
         raise UsageError(f"output {key!r} of the model is a {type(chosen).__name__}, not a tensor of logits")
     return chosen

@@ -131,3 +131,21 @@ class TupleOut(Aux):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         return self.heads(x)
+
+
+class GhostResidual(Stem):
+    """GhostNet's bottleneck: a Ghost module added to its input, so the concat is the residual
+    stream: channel i and channel m + i of the stream are tied through the depthwise conv."""
+
+    def __init__(self, m: int = 8) -> None:
+        super().__init__(2 * m)
+        self.primary, self.bnp = conv_bn(2 * m, m)
+        self.cheap, self.bnc = conv_bn(m, m, 3, groups=m)
+        self.out, self.bno = conv_bn(2 * m, 16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.features(x)
+        x1 = self.bnp(self.primary(s))
+        y = torch.cat([x1, self.bnc(self.cheap(x1))], 1) + s
+        return self.fc(F.relu(self.bno(self.out(F.relu(y)))).mean((2, 3)))

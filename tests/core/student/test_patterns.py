@@ -57,7 +57,8 @@ def masked(teacher: nn.Module, removed: Mapping[str, Sequence[int]]) -> nn.Modul
 def prune(teacher: nn.Module, ratio: float = 0.5, **plan: object) -> tuple[nn.Module, dict[str, list[int]]]:
     registry = Host.create().registry
     pruner, scorer = registry.create("pruner", "channel", {}), registry.create("scorer", "l1", {})
-    student, record = build_student(teacher, StudentPlan(ratio=ratio, **plan), pruner, scorer, X[:1])  # type: ignore[arg-type]
+    plan_ = StudentPlan(ratio=ratio, **plan)  # type: ignore[arg-type]
+    student, record = build_student(teacher, plan_, pruner, scorer, X[:1])
     return student.eval(), {k: list(v) for k, v in record.removed.items()}
 
 
@@ -140,3 +141,14 @@ def test_a_model_returning_logits_and_aux_keeps_both_heads_and_selects_the_logit
     student, removed = check_equivalent(teacher)
     assert student(X).shape == (8, 10) and torch.equal(student(X), student.heads(X)[0])
     assert student.fc.out_features == student.aux_fc.out_features == 10 and "aux_conv" not in removed
+
+
+def test_ghost_channels_tied_across_the_residual_stream_are_cut_as_pairs() -> None:
+    teacher = trained_like(patterns.GhostResidual())
+    group = next(g for g in find_groups(teacher, X[:1]) if g.name == "stem")
+    assert group.ties == [[i, i + 8] for i in range(8)]  # channel i of x1 and of depthwise(x1)
+    student, removed = check_equivalent(teacher)
+    assert all(c + 8 in removed["stem"] for c in removed["stem"] if c < 8) and len(removed["stem"]) == 8
+    assert student.stem.out_channels == 8 and student.primary.out_channels == student.cheap.out_channels == 4
+    _, ranked = check_equivalent(teacher, 0.0, macs_target=0.5)  # global ranking cuts whole pairs too
+    assert all((c + 8 if c < 8 else c - 8) in ranked["stem"] for c in ranked.get("stem", []))
