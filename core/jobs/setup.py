@@ -24,6 +24,7 @@ from prunetune.errors import UsageError
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
 from prunetune.jobs.spec import JobSpec
+from prunetune.structure.outputs import select_output
 from prunetune.training.recipe import TrainRecipe
 from prunetune.training.teacher import obtain_teacher
 
@@ -63,8 +64,11 @@ class JobSetup:
         ``teacher`` when given (a live model), else the checkpoint, the cache, or trained now."""
         if teacher is not None:
             echo("teacher: given")
-            # A copy: the caller's model keeps its device, mode and weights.
-            return copy.deepcopy(teacher).to(device).eval(), "given"
+            # A copy: the caller's model keeps its device, mode, weights and outputs.
+            given = copy.deepcopy(teacher)
+            if self.model.logits is not None or self.model.heads:
+                select_output(given, self.model.logits, self.model.heads)
+            return given.to(device).eval(), "given"
         model, source = obtain_teacher(lambda: self.model.build(self.registry), self.model.meta(), self.data,
                                        self.teacher_recipe(), device, checkpoint=self.spec.teacher_checkpoint,
                                        progress=self.spec.progress)

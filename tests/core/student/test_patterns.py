@@ -152,3 +152,18 @@ def test_ghost_channels_tied_across_the_residual_stream_are_cut_as_pairs() -> No
     assert student.stem.out_channels == 8 and student.primary.out_channels == student.cheap.out_channels == 4
     _, ranked = check_equivalent(teacher, 0.0, macs_target=0.5)  # global ranking cuts whole pairs too
     assert all((c + 8 if c < 8 else c - 8) in ranked["stem"] for c in ranked.get("stem", []))
+
+
+@pytest.mark.parametrize("model", [patterns.Grouped, patterns.GhostResidual, patterns.Aux, patterns.Shuffle],
+                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_the_budgets_macs_count_is_the_students(model: type[nn.Module], ratio: float) -> None:
+    from prunetune.structure.measure import count_macs_params
+    from prunetune.student.budget import MacsCounter
+
+    teacher = trained_like(model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student, _ = prune(teacher, ratio)
+        predicted = MacsCounter(teacher, X[:1]).macs(StudentPlan(ratio=ratio))
+    assert predicted == count_macs_params(student, (1, 12, 12))[0]
