@@ -77,9 +77,12 @@ def test_bad_exports_are_one_line_and_write_nothing(args: list[str], message: st
 def test_onnx_without_its_packages_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
                                                         students: dict[str, Path]) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    with pytest.raises(UsageError, match=r"--format onnx needs onnxruntime: pip install 'prunetune\[onnx\]'"):
+    absent = {"onnx", "onnxruntime", "onnxscript"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    needs = r"--format onnx needs onnx, onnxruntime, onnxscript: pip install 'prunetune\[onnx\]'"
+    with pytest.raises(UsageError, match=needs):
         export_student(str(students["resnet"]), "onnx")
+    assert not students["resnet"].with_suffix(".onnx").exists()
 
 
 class _no_raise:
