@@ -78,7 +78,7 @@ def compress(
     ``batch_size``, ``seed``, ``finetune_epochs``, ``device``, ``scorer_options``...) are keyword
     arguments named as :class:`~prunetune.jobs.spec.CompressSpec` names them. Nothing is
     printed unless ``progress`` (messages and progress bars) or a ``callback`` (messages) asks;
-    nothing is written unless ``out`` names a file.
+    nothing is written unless ``out`` names a file. The student comes back in eval mode.
 
     Raises:
         UsageError: bad input (one line saying what is wrong and what is valid).
@@ -97,7 +97,8 @@ def compress(
     spec = CompressSpec(model=live_name(teacher), dataset=GIVEN_DATA, plan=plan, scorer=scorer, pruner=pruner,
                         distiller=distiller, epochs=epochs, out=out, progress=progress, **settings)
     result = run_compress(spec, echo=_echo(progress, callback), data=data, teacher=teacher)
-    return Student(result.model, result.meta)
+    # In eval mode, as prunetune.load gives it: a forward pass must not move its BatchNorm statistics.
+    return Student(result.model.eval(), result.meta)
 
 
 @contextlib.contextmanager

@@ -61,3 +61,15 @@ def test_a_state_dict_taken_before_the_next_forward_pass_holds_the_zeros() -> No
     state = model.state_dict()
     assert state["conv1.weight"][:6].abs().sum() == 0 and state["bn1.bias"][:6].abs().sum() == 0
     assert state["conv1.weight"][6:].abs().sum() > 0
+
+
+def test_a_macs_target_is_taken_with_one_line_saying_the_dense_macs_stay() -> None:
+    import warnings
+
+    model = Residual()
+    plan = StudentPlan(macs_target=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = MaskPruner(MaskPruner.Config()).prune(
+            PruneJob(model, plan, ByIndex(), ScoreContext(model, torch.randn(1, 3, 8, 8))))
+    assert record.removed and any("dense MACs stay the teacher's" in str(w.message) for w in caught)
