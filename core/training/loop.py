@@ -23,7 +23,7 @@ from prunetune.training.recipe import TrainRecipe
 
 __all__ = [
     "EpochCallback", "LossWatch", "Step", "batches", "check_weights", "count_non_finite", "eval_mode",
-    "evaluate", "fit", "make_optimizer", "seeded", "teacher_logits_for",
+    "evaluate", "fit", "make_optimizer", "optimizer_step", "seeded", "teacher_logits_for",
 ]
 
 #: Called after every epoch with the epoch number (from 1) and its metrics.
@@ -189,6 +189,21 @@ def _lr_flag(desc: str) -> str:
     return "--teacher-lr" if desc == "teacher" else "--lr"
 
 
+def optimizer_step(
+    step: Step, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+    device: torch.device, watch: LossWatch, where: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on samples ``idx`` of ``x`` and ``y``: ``(loss, logits, labels)``, the
+    loss watched for non-finite values (see :class:`LossWatch`)."""
+    xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
+    loss, logits = step(xb, yb, idx)
+    watch.observe(loss, where)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, logits, yb
+
+
 def _train_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -212,12 +227,7 @@ def _train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     for part in batches(len(x), batch_size):
         idx = order[part]
-        xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
-        loss, logits = step(xb, yb, idx)
-        watch.observe(loss, where)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, logits, yb = optimizer_step(step, opt, x, y, idx, device, watch, where)
         sched.step()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(dim=1) == yb).sum()

@@ -14,7 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunetune.components.distillation import DistillBatch, Distiller, capture_outputs
-from prunetune.training.loop import EpochCallback, LossWatch, Step, check_weights, fit, make_optimizer, seeded
+from prunetune.training.loop import (
+    EpochCallback,
+    LossWatch,
+    Step,
+    check_weights,
+    fit,
+    make_optimizer,
+    optimizer_step,
+    seeded,
+)
 from prunetune.training.recipe import TrainRecipe
 
 __all__ = ["brief_distill", "distill", "make_retrainer", "train_supervised"]
@@ -252,12 +261,7 @@ def brief_distill(
         where = "retraining between pruning steps; lower --lr?"
         for _ in range(steps):
             idx = torch.randperm(len(x), generator=picker)[: recipe.batch_size]
-            xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
-            loss, _ = step(xb, yb, idx)
-            watch.observe(loss, where)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, _, _ = optimizer_step(step, opt, x, y, idx, device, watch, where)
             loss_sum += loss.detach()
         watch.check(where)
         check_weights([student, extra], "while retraining between pruning steps", "--lr")
