@@ -13,6 +13,7 @@ from torch import nn
 
 from prunetune.api.data import DataLike, make_splits
 from prunetune.api.student import SearchResult, Student, load
+from prunetune.components.data import DataSplits
 from prunetune.components.models import live_name
 from prunetune.errors import UsageError
 from prunetune.host.manager import Host
@@ -43,6 +44,18 @@ def _spec_fields(cls: type[JobSpec], settings: dict[str, Any], taken: set[str]) 
     if unknown:
         raise UsageError(f"unknown setting(s) {', '.join(unknown)} (valid: {', '.join(sorted(fields))})")
     return settings
+
+
+def _job_inputs(teacher: Any, cls: type[JobSpec], settings: dict[str, Any], taken: set[str], train: DataLike,
+                val: DataLike | None, test: DataLike | None, num_classes: int | None
+                ) -> tuple[nn.Module, dict[str, Any], DataSplits]:
+    """What compress and search check alike: the teacher, the settings (fields of ``cls``
+    besides ``taken`` and those that make a teacher), and the data split as the settings say."""
+    teacher = _check_teacher(teacher)
+    settings = _spec_fields(cls, settings, _TEACHER_SETTINGS | taken)
+    seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
+    return teacher, settings, make_splits(train, val, test, seed=seed, val_fraction=val_fraction,
+                                          num_classes=num_classes)
 
 
 def _check_teacher(teacher: Any) -> nn.Module:
@@ -86,14 +99,11 @@ def compress(
     """
     from prunetune.jobs.compress import run_compress
 
-    teacher = _check_teacher(teacher)
     if plan is not None and ratio is not None:
         raise UsageError("give plan or ratio, not both")
     plan = plan if plan is not None else StudentPlan(ratio=0.5 if ratio is None else ratio)
-    settings = _spec_fields(CompressSpec, settings, _TEACHER_SETTINGS | {"plan", "epochs", "out", "progress", "scorer",
-                                                                          "pruner", "distiller", "start_from"})
-    seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
-    data = make_splits(train, val, test, seed=seed, val_fraction=val_fraction, num_classes=num_classes)
+    taken = {"plan", "epochs", "out", "progress", "scorer", "pruner", "distiller", "start_from"}
+    teacher, settings, data = _job_inputs(teacher, CompressSpec, settings, taken, train, val, test, num_classes)
     spec = CompressSpec(model=live_name(teacher), dataset=GIVEN_DATA, plan=plan, scorer=scorer, pruner=pruner,
                         distiller=distiller, epochs=epochs, out=out, progress=progress, **settings)
     result = run_compress(spec, echo=_echo(progress, callback), data=data, teacher=teacher)
@@ -151,11 +161,8 @@ def search(
     from prunetune.results.leaderboard import Leaderboard
     from prunetune.searching.run import run_search
 
-    teacher = _check_teacher(teacher)
-    settings = _spec_fields(SearchSpec, settings, _TEACHER_SETTINGS | {"max_macs", "num_samples", "epochs", "final_epochs",
-                                                                        "address", "run_root", "leaderboard", "progress"})
-    seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
-    data = make_splits(train, val, test, seed=seed, val_fraction=val_fraction, num_classes=num_classes)
+    taken = {"max_macs", "num_samples", "epochs", "final_epochs", "address", "run_root", "leaderboard", "progress"}
+    teacher, settings, data = _job_inputs(teacher, SearchSpec, settings, taken, train, val, test, num_classes)
     spec = SearchSpec(model=live_name(teacher), dataset=GIVEN_DATA, max_macs=max_macs, num_samples=num_samples,
                       epochs=epochs, final_epochs=final_epochs, address=address, run_root=str(runs),
                       leaderboard=str(leaderboard), progress=progress, **settings)
