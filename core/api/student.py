@@ -45,6 +45,19 @@ class Student:
         save_student(path, self.model, self.meta)
         return Path(path)
 
+    def export(self, path: str | os.PathLike[str], format: str = "onnx") -> float:  # noqa: A002 - as the CLI names it
+        """Export the student as ``onnx``, ``torchscript`` or ``exported-program`` to ``path``
+        (see ``prunetune export``); returns the largest difference of its logits from the
+        student's, at most 1e-4, or nothing is written.
+
+        Raises:
+            UsageError: an unknown format, ONNX without its packages, or an export that fails
+                or differs from the student.
+        """
+        from prunetune.jobs.export import export_model
+
+        return export_model(self.model, tuple(self.meta["input_shape"]), format, path)
+
 
 def load(path: str | os.PathLike[str], model: str | nn.Module | None = None, host: Host | None = None) -> Student:
     """The student saved at ``path``, in eval mode.

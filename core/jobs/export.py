@@ -7,6 +7,7 @@ computes something else is refused, not shipped.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -22,7 +23,7 @@ from prunetune.errors import UsageError
 from prunetune.host.manager import Host
 from prunetune.results.checkpoint import load_student
 
-__all__ = ["FORMATS", "TOLERANCE", "export_student", "run_exported"]
+__all__ = ["FORMATS", "TOLERANCE", "export_model", "export_student", "run_exported"]
 
 #: Format name -> the file suffix it writes.
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
@@ -79,15 +80,15 @@ def run_exported(path: str | os.PathLike[str], fmt: str, x: torch.Tensor) -> tor
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
-def export_student(path: str, fmt: str, out: str | None = None, model: str | None = None,
-                   host: Host | None = None) -> dict[str, Any]:
-    """Export the student at ``path`` as ``fmt`` to ``out`` (default: beside it, with the
-    format's suffix); returns ``{"path", "format", "max_abs_diff"}``.
+def export_model(model: nn.Module, input_shape: tuple[int, ...], fmt: str, target: str | os.PathLike[str]) -> float:
+    """Export ``model`` (taking images of ``input_shape``) as ``fmt`` to ``target``; returns the
+    largest difference between its logits and the exported file's, checked before the file is
+    written. ``model`` is left as it was.
 
     Raises:
-        UsageError: an unknown format, ONNX asked for without its packages, a student that
-            cannot be loaded, an export that fails, or one that differs from the student by
-            more than :data:`TOLERANCE`. Nothing is written then.
+        UsageError: an unknown format, ONNX asked for without its packages, an export that
+            fails, or one that differs from the model by more than :data:`TOLERANCE`. Nothing
+            is written then.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
@@ -95,15 +96,10 @@ def export_student(path: str, fmt: str, out: str | None = None, model: str | Non
         missing = [m for m in _ONNX_MODULES if importlib.util.find_spec(m) is None]
         if missing:
             raise UsageError(f"--format onnx needs {', '.join(missing)}: pip install 'prunetune[onnx]'")
-    target = Path(out) if out else Path(path).with_suffix(FORMATS[fmt])
-    if target.resolve() == Path(path).resolve():
-        raise UsageError(f"the export would overwrite the student {path!r}: pass another --out")
-    host = host or Host.create()
-    net, meta = load_student(host.registry, path, model)
-    student = _Logits(net.cpu().eval()).eval()
-    shape = tuple(meta["input_shape"])
-    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    check = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))  # another batch size too
+    target = Path(target)
+    student = _Logits(copy.deepcopy(model).cpu().eval()).eval()
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    check = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(1))  # another batch size too
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target first: a failed or wrong export leaves nothing behind.
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
@@ -114,10 +110,30 @@ def export_student(path: str, fmt: str, out: str | None = None, model: str | Non
                 want, got = student(check), run_exported(staged, fmt, check)
         except Exception as exc:  # noqa: BLE001 - the exporter's own failure, said in one line
             reason = (str(exc).strip().splitlines() or [""])[0]
-            raise UsageError(f"exporting {path!r} as {fmt} failed: {type(exc).__name__}: {reason}") from None
+            raise UsageError(f"exporting as {fmt} failed: {type(exc).__name__}: {reason}") from None
         diff = float((want - got).abs().max())
         if not diff <= TOLERANCE:
             raise UsageError(f"the {fmt} export differs from the student by {diff:.2e} "
                              f"(more than {TOLERANCE:g}): not written")
         os.replace(staged, target)
+    return diff
+
+
+def export_student(path: str, fmt: str, out: str | None = None, model: str | None = None,
+                   host: Host | None = None) -> dict[str, Any]:
+    """Export the student at ``path`` as ``fmt`` to ``out`` (default: beside it, with the
+    format's suffix); returns ``{"path", "format", "max_abs_diff"}``.
+
+    Raises:
+        UsageError: as :func:`export_model`, or a student that cannot be loaded, or an ``out``
+            that is the student itself. Nothing is written then.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
+    target = Path(out) if out else Path(path).with_suffix(FORMATS[fmt])
+    if target.resolve() == Path(path).resolve():
+        raise UsageError(f"the export would overwrite the student {path!r}: pass another --out")
+    host = host or Host.create()
+    net, meta = load_student(host.registry, path, model)
+    diff = export_model(net, tuple(meta["input_shape"]), fmt, target)
     return {"path": str(target), "format": fmt, "max_abs_diff": diff}

@@ -56,6 +56,20 @@ def test_compress_takes_the_logits_of_a_module_returning_two_outputs(tmp_path: P
     assert torch.equal(again.model(x[:4]), student.model(x[:4]))
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_a_student_exports_from_python(fmt: str, tmp_path: Path) -> None:
+    from prunetune.jobs.export import run_exported
+
+    student = prunetune.compress(_teacher(), _loader(64, 0), _loader(32, 1), ratio=0.5, epochs=1, batch_size=16)
+    path = tmp_path / "student.bin"
+    assert student.export(path, format=fmt) <= 1e-4
+    x = torch.randn(5, 3, 8, 8)
+    torch.testing.assert_close(run_exported(path, fmt, x), student.model(x), atol=1e-4, rtol=0)
+    with pytest.raises(UsageError, match="unknown export format 'pickle'"):
+        student.export(tmp_path / "s.pkl", format="pickle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.bin"]
+
+
 def test_messages_go_to_the_callback_only() -> None:
     lines: list[str] = []
     prunetune.compress(_teacher(), _loader(64, 0), ratio=0.25, epochs=0, callback=lines.append)
