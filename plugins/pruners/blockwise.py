@@ -323,7 +323,8 @@ class BlockwisePruner(Pruner):
             "layer_block_sparsity": per_layer,
             "macs": macs,
         }
-        return PruneRecord(removed=removals, physical=True, extra=extra)
+        # Physical only where whole channels went: blocks alone are masks, the shapes unchanged.
+        return PruneRecord(removed=removals, physical=bool(removals), extra=extra)
 
     def replay(self, model: nn.Module, record: PruneRecord, example_input: torch.Tensor) -> None:
         """Remove the recorded channels, then mask the recorded blocks.
