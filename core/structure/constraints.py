@@ -11,7 +11,7 @@ from torch import nn
 
 from prunetune.structure.tracing import Member
 
-__all__ = ["blocks_of", "partly_covered", "segments_of", "ties_of", "whole_reason"]
+__all__ = ["blocks_of", "feeds_output", "partly_covered", "segments_of", "ties_of", "whole_reason"]
 
 
 def segments_of(size: int, producers: list[Member]) -> list[list[int]]:
@@ -51,6 +51,11 @@ def _channels(member: Member) -> int | None:
     return getattr(member.module, "out_channels", getattr(member.module, "out_features", None))
 
 
+def feeds_output(members: list[Member]) -> bool:
+    """Whether a group's channels are a model output's: no layer takes them as input."""
+    return not any(m.role == "in" for m in members)
+
+
 def partly_covered(traced: Iterable[list[Member]]) -> set[str]:
     """Layers whose input channels the groups cover in part: some come from a group, others
     from none (a slice after a concatenation, which Torch-Pruning does not follow). A layer fed
@@ -65,8 +70,8 @@ def partly_covered(traced: Iterable[list[Member]]) -> set[str]:
     return {name for name, idxs in covered.items() if idxs and len(idxs) < width[name]}
 
 
-def whole_reason(members: list[Member], size: int, segments: list[list[int]], blocks: list[int | None],
-                  partial: set[str] | frozenset[str] = frozenset()) -> str | None:
+def whole_reason(members: list[Member], segments: list[list[int]], blocks: list[int | None],
+                 partial: set[str] | frozenset[str] = frozenset()) -> str | None:
     """Why no correct cut fits a group, or None when one does."""
     split = [m.name for m in members if m.role == "out" and _channels(m) not in (None, len(set(m.idxs)))]
     if split:
@@ -83,9 +88,10 @@ def whole_reason(members: list[Member], size: int, segments: list[list[int]], bl
 
 
 def ties_of(graph: tp.DependencyGraph, root: nn.Module, root_fn: object,
-          segments: list[list[int]]) -> list[list[int]] | None:
+            segments: list[list[int]]) -> list[list[int]] | None:
     """The tie sets of a group fed by a concat (see :attr:`ChannelGroup.ties`): [] where every
-    channel goes alone, None where the ties differ along a segment (no cut rule fits them).
+    channel goes alone, None where the ties differ along a segment or overlap (no cut rule fits
+    them).
 
     Torch-Pruning, asked to cut one channel, returns every channel the cut takes with it; the
     first and the last channel of each segment are asked, and their partners must lie at the
@@ -104,11 +110,7 @@ def ties_of(graph: tp.DependencyGraph, root: nn.Module, root_fn: object,
             offsets[channel] = [channel + c - segment[0] for c in first]
     if all(len(p) == 1 for p in offsets.values()):
         return []
-    ties: dict[int, set[int]] = {}
-    for channel, together in offsets.items():  # union of sets that share a channel
-        merged = {channel, *together}
-        for other in list(merged):
-            merged |= ties.get(other, set())
-        for member in merged:
-            ties[member] = merged
-    return sorted(sorted(t) for t in {frozenset(t) for t in ties.values()})
+    ties = {frozenset(together) for together in offsets.values()}
+    if sum(map(len, ties)) != len(offsets):  # overlapping sets: no whole-set cut fits them
+        return None
+    return sorted(sorted(t) for t in ties)

@@ -26,7 +26,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prunetune.structure.constraints import blocks_of, partly_covered, segments_of, ties_of, whole_reason
+from prunetune.structure.constraints import (
+    blocks_of,
+    feeds_output,
+    partly_covered,
+    segments_of,
+    ties_of,
+    whole_reason,
+)
 from prunetune.structure.outputs import heads_of
 from prunetune.structure.tracing import Member, traced_groups
 
@@ -100,11 +107,11 @@ class ChannelGroup:
         return sorted(b * block + p for b in range(self.blocks) for p in positions)
 
     def _tied(self, channels: Sequence[int], scores: torch.Tensor | None) -> list[int]:
-        sets = {min(tie): tie for tie in self.ties}
         if scores is None:
-            return sorted({c for tie in self.ties if set(tie) & set(channels) for c in tie})
+            cut = set(channels)
+            return sorted(c for tie in self.ties if cut.intersection(tie) for c in tie)
         values = scores.detach().double().cpu()
-        ranked = sorted(sets.values(), key=lambda tie: (float(values[tie].mean()), tie[0]))
+        ranked = sorted(self.ties, key=lambda tie: (float(values[tie].mean()), tie[0]))
         chosen: list[int] = []
         for tie in ranked[:-1]:  # one set at least stays
             if len(chosen) + len(tie) / 2 > len(channels):
@@ -126,8 +133,8 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     """The conv and linear layers whose channels are a model output's (classifiers, auxiliary
     heads: no layer takes them as input), and the heads the model names; in module order."""
     _, traced = traced_groups(model, example_input)
-    found = {m.name for _, members in traced if not any(m.role == "in" for m in members)
-             for m in members if m.role == "out"} | set(heads_of(model))
+    found = {m.name for _, members in traced if feeds_output(members) for m in members if m.role == "out"}
+    found |= set(heads_of(model))
     return [name for name, _ in model.named_modules() if name in found]
 
 
@@ -156,13 +163,13 @@ def find_groups(
         producers = [m for m in members if m.role == "out"]
         if not producers or any(m.name in skip for m in producers):
             continue
-        if not any(m.role == "in" for m in members):
-            continue  # its channels are an output's
+        if feeds_output(members):
+            continue
         size = len(tp_group[0].idxs)  # type: ignore[index]
         first = min(producers, key=lambda m: order[m.name])
         segments = segments_of(size, producers)
         blocks = [blocks_of(m, size) for m in members]
-        reason = whole_reason(members, size, segments, blocks, partial)
+        reason = whole_reason(members, segments, blocks, partial)
         ties = ties_of(graph, root, root_dep.handler, segments) if reason is None and len(segments) > 1 else []
         if ties is None:
             reason = "its concatenated branches are tied in a way no cut of whole branches' channels fits"

@@ -28,11 +28,11 @@ def test_blocks_of_grouped_convs_and_group_norms_but_not_depthwise() -> None:
 
 def test_whole_reasons() -> None:
     conv = nn.Conv2d(3, 8, 3)
-    assert whole_reason([member(conv, "out", list(range(8)))], 8, [list(range(8))], [1]) is None
-    assert "reshape" in (whole_reason([member(conv, "out", list(range(4)))], 4, [list(range(4))], [1]) or "")
+    assert whole_reason([member(conv, "out", list(range(8)))], [list(range(8))], [1]) is None
+    assert "reshape" in (whole_reason([member(conv, "out", list(range(4)))], [list(range(4))], [1]) or "")
     consumer = Member("next", nn.Conv2d(10, 4, 1), "in", list(range(8)), list(range(8)))
     sliced = [member(conv, "out", list(range(8))), consumer]
-    assert "through a slice" in (whole_reason(sliced, 8, [list(range(8))], [1, 1], {"next"}) or "")
+    assert "through a slice" in (whole_reason(sliced, [list(range(8))], [1, 1], {"next"}) or "")
 
 
 def test_a_plain_concat_has_no_ties_and_a_ghost_residual_has_pairs() -> None:
