@@ -32,15 +32,9 @@ TOLERANCE = 1e-4
 _ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
 
 
-class _Logits(nn.Module):
-    """The student as a plain module returning a tensor (a selected output included)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
 
 
 def _write(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
@@ -90,14 +84,15 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], fmt: str, targe
             fails, or one that differs from the model by more than :data:`TOLERANCE`. Nothing
             is written then.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
+    _check_format(fmt)
     if fmt == "onnx":
         missing = [m for m in _ONNX_MODULES if importlib.util.find_spec(m) is None]
         if missing:
             raise UsageError(f"--format onnx needs {', '.join(missing)}: pip install 'prunetune[onnx]'")
     target = Path(target)
-    student = _Logits(copy.deepcopy(model).cpu().eval()).eval()
+    # A copy: the caller's model keeps its device and mode. Its forward hooks (the output
+    # select_output picks) are traced by all three exporters.
+    student = copy.deepcopy(model).cpu().eval()
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     check = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(1))  # another batch size too
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +123,7 @@ def export_student(path: str, fmt: str, out: str | None = None, model: str | Non
         UsageError: as :func:`export_model`, or a student that cannot be loaded, or an ``out``
             that is the student itself. Nothing is written then.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r} (valid: {', '.join(FORMATS)})")
+    _check_format(fmt)
     target = Path(out) if out else Path(path).with_suffix(FORMATS[fmt])
     if target.resolve() == Path(path).resolve():
         raise UsageError(f"the export would overwrite the student {path!r}: pass another --out")
