@@ -25,7 +25,7 @@ __all__ = [
     "check_choices",
     "check_ratio",
     "check_ratio_options",
-    "group_ratios",
+    "snapped_ratios",
     "nearest_kernel",
     "ratio_grid_top",
     "snap_ratio",
@@ -103,7 +103,7 @@ def snap_ratio(ratio: float, max_ratio: float, step: float | None) -> float:
     return min(max(ratio, 0.0), top)
 
 
-def group_ratios(
+def snapped_ratios(
     structure: ModelStructure, ratios: Mapping[str, float], max_ratio: float, step: float | None
 ) -> dict[str, float]:
     """The ratio of every group of ``structure``, each snapped onto the grid (see

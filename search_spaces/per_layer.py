@@ -12,7 +12,7 @@ from prunetune.search_spaces._common import (
     RatioSpaceConfig,
     baseline_candidate,
     baseline_kernels,
-    group_ratios,
+    snapped_ratios,
     suggest_choices,
     suggest_group_ratios,
     suggest_kernels,
@@ -67,7 +67,7 @@ class PerLayerSpace(SearchSpace):
 
     def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate:
         cfg = self.config
-        plan = StudentPlan(ratios=group_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step),
+        plan = StudentPlan(ratios=snapped_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step),
                            kernels=baseline_kernels(structure, cfg.kernel_sizes))
         return baseline_candidate(plan, cfg)
 

@@ -10,7 +10,7 @@ from prunetune.components.spaces import Candidate, ModelStructure, SearchSpace
 from prunetune.search_spaces._common import (
     RatioSpaceConfig,
     baseline_candidate,
-    group_ratios,
+    snapped_ratios,
     suggest_choices,
     suggest_group_ratios,
 )
@@ -45,7 +45,7 @@ class RatioOnlySpace(SearchSpace):
 
     def with_ratios(self, structure: ModelStructure, ratios: Mapping[str, float]) -> Candidate:
         cfg = self.config
-        plan = StudentPlan(ratios=group_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step))
+        plan = StudentPlan(ratios=snapped_ratios(structure, ratios, cfg.max_ratio, cfg.ratio_step))
         return baseline_candidate(plan, cfg)
 
 

@@ -1,4 +1,4 @@
-"""``prunetune.compress`` and ``prunetune.searching`` on a live model and the caller's data."""
+"""``prunetune.compress`` and ``prunetune.search`` on a live model and the caller's data."""
 
 from __future__ import annotations
 
@@ -46,16 +46,10 @@ def _spec_fields(cls: type[JobSpec], settings: dict[str, Any], taken: set[str]) 
     return settings
 
 
-def _job_inputs(teacher: Any, cls: type[JobSpec], settings: dict[str, Any], taken: set[str], train: DataLike,
-                val: DataLike | None, test: DataLike | None, num_classes: int | None
-                ) -> tuple[nn.Module, dict[str, Any], DataSplits]:
-    """What compress and search check alike: the teacher, the settings (fields of ``cls``
-    besides ``taken`` and those that make a teacher), and the data split as the settings say."""
-    teacher = _check_teacher(teacher)
-    settings = _spec_fields(cls, settings, _TEACHER_SETTINGS | taken)
-    seed, val_fraction = settings.get("seed", JobSpec.seed), settings.get("val_fraction", JobSpec.val_fraction)
-    return teacher, settings, make_splits(train, val, test, seed=seed, val_fraction=val_fraction,
-                                          num_classes=num_classes)
+def _splits(spec: JobSpec, train: DataLike, val: DataLike | None, test: DataLike | None,
+            num_classes: int | None) -> DataSplits:
+    """The caller's data split as the spec (already checked) says: its seed and validation share."""
+    return make_splits(train, val, test, seed=spec.seed, val_fraction=spec.val_fraction, num_classes=num_classes)
 
 
 def _check_teacher(teacher: Any) -> nn.Module:
@@ -99,13 +93,17 @@ def compress(
     """
     from prunetune.jobs.compress import run_compress
 
+    teacher = _check_teacher(teacher)
     if plan is not None and ratio is not None:
         raise UsageError("give plan or ratio, not both")
-    plan = plan if plan is not None else StudentPlan(ratio=0.5 if ratio is None else ratio)
-    taken = {"plan", "epochs", "out", "progress", "scorer", "pruner", "distiller", "start_from"}
-    teacher, settings, data = _job_inputs(teacher, CompressSpec, settings, taken, train, val, test, num_classes)
-    spec = CompressSpec(model=live_name(teacher), dataset=GIVEN_DATA, plan=plan, scorer=scorer, pruner=pruner,
-                        distiller=distiller, epochs=epochs, out=out, progress=progress, **settings)
+    if ratio is not None:
+        plan = StudentPlan(ratio=ratio)
+    # Settings named as parameters never reach **settings; of the rest, a live call cannot resume from a file.
+    settings = _spec_fields(CompressSpec, settings, _TEACHER_SETTINGS | {"start_from"})
+    spec = CompressSpec(model=live_name(teacher), dataset=GIVEN_DATA, scorer=scorer, pruner=pruner,
+                        distiller=distiller, epochs=epochs, out=out, progress=progress,
+                        **({"plan": plan} if plan is not None else {}), **settings)
+    data = _splits(spec, train, val, test, num_classes)
     result = run_compress(spec, echo=_echo(progress, callback), data=data, teacher=teacher)
     # In eval mode, as prunetune.load gives it: a forward pass must not move its BatchNorm statistics.
     return Student(result.model.eval(), result.meta)
@@ -161,11 +159,13 @@ def search(
     from prunetune.results.leaderboard import Leaderboard
     from prunetune.searching.run import run_search
 
-    taken = {"max_macs", "num_samples", "epochs", "final_epochs", "address", "run_root", "leaderboard", "progress"}
-    teacher, settings, data = _job_inputs(teacher, SearchSpec, settings, taken, train, val, test, num_classes)
+    teacher = _check_teacher(teacher)
+    # Settings named as parameters never reach **settings; run_root is the parameter runs.
+    settings = _spec_fields(SearchSpec, settings, _TEACHER_SETTINGS | {"run_root"})
     spec = SearchSpec(model=live_name(teacher), dataset=GIVEN_DATA, max_macs=max_macs, num_samples=num_samples,
                       epochs=epochs, final_epochs=final_epochs, address=address, run_root=str(runs),
                       leaderboard=str(leaderboard), progress=progress, **settings)
+    data = _splits(spec, train, val, test, num_classes)
     host = Host.create()
     with _quiet_ray(progress):
         summary = run_search(spec, host=host, echo=_echo(progress, callback), data=data, teacher=teacher)

@@ -148,17 +148,18 @@ def _value(value: Any) -> Any:
 
 
 def adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
-    """``model`` with its first conv taking ``in_channels`` channels (freshly initialised)."""
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                if child.in_channels != in_channels:
-                    setattr(parent, child_name, nn.Conv2d(
-                        in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                        child.dilation, 1 if child.groups == 1 else in_channels, child.bias is not None,
-                        child.padding_mode))
-                return model
-    raise UsageError("adapt_input found no Conv2d in the model to adapt")
+    """``model`` with its first conv (in module order) taking ``in_channels`` channels, freshly
+    initialised."""
+    name = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if name is None:
+        raise UsageError(f"{ADAPT} found no Conv2d in the model to adapt")
+    conv = model.get_submodule(name)
+    if conv.in_channels != in_channels:
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Conv2d(
+            in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode))
+    return model
 
 
 class HubModelFactory(ModelFactory):
@@ -171,7 +172,10 @@ class HubModelFactory(ModelFactory):
     def __init__(self, spec: str, options: Mapping[str, Any]) -> None:
         self.hub, _, self.name = spec.partition(":")
         self.spec = spec
-        self.options = {k: _value(v) for k, v in options.items()}
+        self.options = {k: _value(v) for k, v in options.items() if k != ADAPT}
+        self.adapt = convert_value(options.get(ADAPT, False), bool, f"model {spec!r} option {ADAPT}")
+        if self.adapt and self.hub != "torchvision":
+            raise UsageError(f"model {spec!r} takes the data's channels itself: {ADAPT} is for torchvision models")
 
     def _library(self) -> Any:
         module = "torchvision.models" if self.hub == "torchvision" else "timm"
@@ -181,16 +185,15 @@ class HubModelFactory(ModelFactory):
             raise UsageError(f"model {self.spec!r} needs {self.hub}, which does not import here: {exc}") from None
 
     def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-        options = dict(self.options)
-        adapt = options.pop(ADAPT, False)
+        options, adapt = self.options, self.adapt
         library = self._library()
         try:
             if self.hub == "torchvision":
-                if in_channels != 3 and adapt is not True:
+                if in_channels != 3 and not adapt:
                     raise UsageError(f"model {self.spec!r} takes 3-channel images and the data has {in_channels}: "
                                      f"pass --model-opt {ADAPT}=true to give its first conv {in_channels}")
                 model = library.get_model(self.name, weights=None, num_classes=num_classes, **options)
-                return adapt_first_conv(model, in_channels) if adapt is True else model
+                return adapt_first_conv(model, in_channels) if adapt else model
             return library.create_model(self.name, pretrained=False, num_classes=num_classes, in_chans=in_channels,
                                         **options)
         except UsageError:

@@ -81,7 +81,7 @@ def check_plan(model: nn.Module, plan: StudentPlan, example_input: torch.Tensor)
 
 def _saved_student(registry: Any, path: str, model: ModelSpec) -> tuple[nn.Module, dict[str, Any]]:
     """The student of ``--from`` and its description, checked to be of this job's model and data."""
-    student, saved = load_student(registry, path, model.module or model.model)
+    student, saved = load_student(registry, path, model.module if model.is_live else model.model)
     theirs = {"model": saved["model"], "model_options": {k: str(v) for k, v in saved.get("model_options", {}).items()},
               "input_shape": list(saved["input_shape"]), "num_classes": saved["num_classes"]}
     ours = {**model.meta(), "model_options": {k: str(v) for k, v in model.options.items()}}
@@ -119,7 +119,7 @@ def run_compress(
         start = None
     else:
         start = _saved_student(registry, spec.start_from, setup.model)
-    teacher, teacher_source = setup.obtain_teacher(device, echo, teacher)
+    teacher, teacher_source = setup.obtain_teacher(device, echo)
 
     example = data.train_x[:1].to(device)
     calibration = setup.calibration(device, spec.calibration_batches)

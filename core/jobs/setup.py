@@ -8,7 +8,6 @@ is built only by :meth:`~prunetune.components.models.ModelSpec.build`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +23,6 @@ from prunetune.errors import UsageError
 from prunetune.host.manager import Host
 from prunetune.host.registry import Registry
 from prunetune.jobs.spec import JobSpec
-from prunetune.structure.outputs import select_output
 from prunetune.training.recipe import TrainRecipe
 from prunetune.training.teacher import obtain_teacher
 
@@ -58,17 +56,13 @@ class JobSetup:
         s = self.spec
         return TrainRecipe(epochs=s.teacher_epochs, batch_size=s.batch_size, lr=s.teacher_lr, seed=s.seed)
 
-    def obtain_teacher(self, device: torch.device, echo: Callable[[str], None] = print,
-                       teacher: nn.Module | None = None) -> tuple[nn.Module, str]:
-        """The trained teacher on ``device`` in eval mode, and where it came from: a copy of
-        ``teacher`` when given (a live model), else the checkpoint, the cache, or trained now."""
-        if teacher is not None:
+    def obtain_teacher(self, device: torch.device, echo: Callable[[str], None] = print) -> tuple[nn.Module, str]:
+        """The trained teacher on ``device`` in eval mode, and where it came from: for a model
+        handed over as an object, a copy of it (the caller's keeps its device, mode and
+        weights), else the checkpoint, the cache, or trained now."""
+        if self.model.is_live:
             echo("teacher: given")
-            # A copy: the caller's model keeps its device, mode, weights and outputs.
-            given = copy.deepcopy(teacher)
-            if self.model.logits is not None or self.model.heads:
-                select_output(given, self.model.logits, self.model.heads)
-            return given.to(device).eval(), "given"
+            return self.model.build(self.registry).to(device).eval(), "given"
         model, source = obtain_teacher(lambda: self.model.build(self.registry), self.model.meta(), self.data,
                                        self.teacher_recipe(), device, checkpoint=self.spec.teacher_checkpoint,
                                        progress=self.spec.progress)

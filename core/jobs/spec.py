@@ -23,7 +23,7 @@ def _finite_positive(value: float) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
-    """The settings shared by :class:`~prunetune.jobs.compress.CompressSpec` and
+    """The settings shared by :class:`CompressSpec` and
     :class:`~prunetune.searching.spec.SearchSpec`; each adds its own after these."""
 
     model: str = "resnet"
@@ -55,7 +55,14 @@ class JobSpec:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.classifier, (list, str)):  # a JSON list, or one layer name
+            object.__setattr__(self, "classifier", (self.classifier,) if isinstance(self.classifier, str)
+                               else tuple(self.classifier))
         checks = [
+            (self.logits is None or (isinstance(self.logits, (int, str)) and not isinstance(self.logits, bool)),
+             f"--logits must be an output's index or name, got {self.logits!r}"),
+            (isinstance(self.classifier, tuple) and all(isinstance(c, str) and c for c in self.classifier),
+             f"--classifier must be layer names, got {self.classifier!r}"),
             (self.teacher_epochs >= 0, f"--teacher-epochs must be 0 or more, got {self.teacher_epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (_finite_positive(self.lr), f"--lr must be a finite positive number, got {self.lr}"),

@@ -64,8 +64,8 @@ def choose_trials(rows: list[dict[str, Any]], multi_objective: bool) -> list[dic
 
 
 def _candidate(row: Mapping[str, Any]) -> Candidate:
-    params = json.loads(row["params_json"] or "{}")
-    options = {k: params[k] for k in ("T", "alpha") if k in params}
+    """The trial's candidate: its plan as repaired (the row's), its components and their options."""
+    options = Candidate.from_params(json.loads(row["params_json"] or "{}")).distiller_options
     return Candidate(StudentPlan.from_dict(json.loads(row["plan"])), row["scorer"], row["distiller"], options)
 
 
@@ -172,7 +172,8 @@ def finish_run(run: SearchRun, board: Leaderboard, ctx: RowContext, echo: Callab
             board.write([failed], key=f"{run.run_id}-final-{row['trial_id']}")
             echo(f"final training of trial {row['trial_id']} diverged: {exc}")
             continue
-        student = rebuild_student(registry, meta, run.inputs.model.module or run.spec.model)
+        described = run.inputs.model
+        student = rebuild_student(registry, meta, described.module if described.is_live else run.spec.model)
         student.load_state_dict(state)
         val_acc, _ = evaluate(student, data.val_x, data.val_y, device)
         test_acc, _ = evaluate(student, data.test_x, data.test_y, device)

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -22,8 +22,7 @@ from prunetune.components.scoring import calibration_batches
 from prunetune.components.spaces import DefineByRun, ModelStructure, SearchSpace
 from prunetune.errors import UsageError
 from prunetune.host.manager import Host
-from prunetune.host.registry import Registry
-from prunetune.jobs.setup import set_up_job
+from prunetune.jobs.setup import JobSetup, set_up_job
 from prunetune.searching.spec import SearchSpec
 from prunetune.searching.trial import LATENCY_METRIC, TrialInputs
 from prunetune.structure.measure import count_macs_params
@@ -144,7 +143,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         _check_folder(spec.leaderboard, "--leaderboard")
     setup, untrained = set_up_job(spec, host, [("search_space", spec.space, spec.space_options),
                                                ("strategy", spec.strategy, spec.strategy_options)], data, teacher)
-    registry, data = setup.registry, setup.data
+    data = setup.data
     _check_reachable(untrained, data.train_x[:1], spec)
     # Timed before the teacher trains and any trial starts: nothing else runs on these cores.
     table = None
@@ -152,7 +151,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         sizes = {*setup.component("search_space").kernel_sizes(), *setup.component("strategy").kernel_sizes()}
         table = _latency_table(sizes, spec, untrained, data.train_x[:1], echo)
     device = select_device("auto")
-    teacher, source = setup.obtain_teacher(device, echo, teacher)
+    teacher, source = setup.obtain_teacher(device, echo)
     example = data.train_x[:1].to(device)
     structure = ModelStructure.of(teacher, example)
     teacher_macs, _ = count_macs_params(teacher, data.input_shape)
@@ -170,7 +169,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         budget_ms = table.predict(uniform_plan)  # searched students are never slower than it
     bound = DefineByRun(space, structure)
     baseline = bound.baseline(uniform) if for_search else None
-    seeded = _sensitivity_points(registry, spec, bound, teacher, data, budget, uniform,
+    seeded = _sensitivity_points(setup, bound, teacher, budget, uniform,
                                  (table, budget_ms)) if for_search else ()
     inputs = TrialInputs(
         model=setup.model, teacher_state={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
@@ -179,7 +178,7 @@ def prepare_search(spec: SearchSpec, host: Host | None = None, run_id: str | Non
         latency_table=table, budget_latency_ms=budget_ms,
     )
     # Not when resuming: a restored searcher has had its first points already.
-    screened = (_screened(registry, spec, space, structure, teacher, data, budget, inputs.calibration_batches,
+    screened = (_screened(setup, space, structure, teacher, budget, inputs.calibration_batches,
                           device, echo, (table, budget_ms)) if for_search and not resuming and spec.screen > 0 else ())
     return SearchRun(spec, run_id, run_dir, setup.host, data, teacher.cpu(), source, teacher_macs, teacher_val,
                      structure, inputs, baseline, setup.versions, seeded, screened, uniform_plan)
@@ -220,12 +219,13 @@ def _latency_limits(latency: tuple[LatencyTable | None, float | None], counter: 
     return [CostLimit(LATENCY_METRIC, table.bind(counter).predict, budget_ms)]
 
 
-def _sensitivity_points(registry: Registry, spec: SearchSpec, bound: DefineByRun, teacher: torch.nn.Module, data: DataSplits, budget: int | None,
+def _sensitivity_points(setup: JobSetup, bound: DefineByRun, teacher: torch.nn.Module, budget: int | None,
                         uniform: float, latency: tuple[LatencyTable | None, float | None] = (None, None),
                         ) -> tuple[dict[str, Any], ...]:
     """Plans that cut the groups least hurt by pruning hardest, within the budget (and the
     latency budget, by ``latency``'s table), at each of :data:`SENSITIVITY_POWERS`, in the
     space's terms; none without a budget or where the space has no per-group ratios."""
+    spec, data = cast(SearchSpec, setup.spec), setup.data
     if budget is None or bound.on_grid({}) is None:
         return ()
     # Training images: validation ranks the trials and stays unseen until then.
@@ -233,8 +233,7 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, bound: DefineByRun
     calibration = calibration_batches(x, y)
     teacher = teacher.cpu()
     # The run's own pruner and scorer: the plans' sensitivities are those of the students it builds.
-    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
-    scorer = registry.create("scorer", spec.scorer, spec.scorer_options)
+    pruner, scorer = setup.component("pruner"), setup.component("scorer")
     sensitivity = group_sensitivity(teacher, list(bound.structure.groups), uniform, pruner, scorer, x, y, calibration)
     counter = MacsCounter(teacher, x[:1])
 
@@ -248,13 +247,14 @@ def _sensitivity_points(registry: Registry, spec: SearchSpec, bound: DefineByRun
     return tuple(point for point in points if point)
 
 
-def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structure: ModelStructure,
-              teacher: torch.nn.Module, data: DataSplits, budget: int | None, scorer_batches: int,
+def _screened(setup: JobSetup, space: SearchSpace, structure: ModelStructure,
+              teacher: torch.nn.Module, budget: int | None, scorer_batches: int,
               device: torch.device, echo: Callable[[str], None],
               latency: tuple[LatencyTable | None, float | None] = (None, None)) -> tuple[Screened, ...]:
     """``spec.screen`` random plans of the space under the budget (and the latency budget, by
     ``latency``'s table), ranked by the adaptive-BN proxy (see :mod:`prunetune.student.proxy`); none
     without a budget, where the least pruned plan would win."""
+    spec, data = cast(SearchSpec, setup.spec), setup.data
     if budget is None:
         echo(f"screen: skipped, --screen {spec.screen} needs a --max-macs budget")
         return ()
@@ -266,10 +266,11 @@ def _screened(registry: Registry, spec: SearchSpec, space: SearchSpace, structur
     # One counter (a teacher copy per kernel set) for the screen's repair and its latency limit.
     counter = MacsCounter(teacher.cpu(), data.train_x[:1].cpu())
     results = screen_plans(
-        teacher, space, structure, registry.create("scorer", spec.scorer, spec.scorer_options),
-        registry.create("pruner", spec.pruner, spec.pruner_options), proxy_data, spec.screen, spec.seed,
+        teacher, space, structure, setup.component("scorer"), setup.component("pruner"), proxy_data, spec.screen,
+        spec.seed,
         budget_macs=budget, max_ratio=spec.max_ratio, round_to=spec.round_to,
-        scorer_named=lambda name: registry.create("scorer", name, spec.scorer_options if name == spec.scorer else {}),
+        scorer_named=lambda name: setup.registry.create("scorer", name,
+                                                        spec.scorer_options if name == spec.scorer else {}),
         device=device, limits=_latency_limits(latency, counter), counter=counter,
     )
     best = f"best proxy {results[0].proxy_accuracy:.2f}%" if results else "none within the budget"

@@ -114,7 +114,6 @@ class SearchSpec(JobSpec):
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["objectives"] = list(self.objectives)
-        data["classifier"] = list(self.classifier)
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
@@ -147,10 +146,6 @@ class SearchSpec(JobSpec):
             if not isinstance(data["objectives"], list) or not all(isinstance(o, str) for o in data["objectives"]):
                 raise UsageError(f"{source}: objectives must be a list of names")
             data["objectives"] = tuple(data["objectives"])
-        if "classifier" in data:
-            if not isinstance(data["classifier"], list) or not all(isinstance(c, str) for c in data["classifier"]):
-                raise UsageError(f"{source}: classifier must be a list of layer names")
-            data["classifier"] = tuple(data["classifier"])
         for key, value in data.items():
             if key.endswith("_options") and not isinstance(value, dict):
                 raise UsageError(f"{source}: {key} must be a JSON object")

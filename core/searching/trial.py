@@ -88,27 +88,27 @@ def make_candidate_student(
     registry: Registry, inputs: TrialInputs, teacher: nn.Module, candidate: Candidate, device: torch.device
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Build the candidate's student: ``(student on device, prune record, meta for its file)``."""
-    comp = inputs.spec
+    spec = inputs.spec
     distiller = candidate_distiller(registry, inputs, candidate)
     logits = inputs.teacher_logits if distiller.uses_teacher else None
     retrain = make_retrainer(teacher.to(device), distiller, inputs.train_x, inputs.train_y, device,
-                             batch_size=inputs.spec.batch_size, lr=inputs.spec.lr, seed=inputs.spec.seed, teacher_logits=logits)
-    scorer_name = candidate.scorer or comp.scorer
-    scorer = registry.create("scorer", scorer_name, comp.scorer_options if scorer_name == comp.scorer else {})
-    pruner = registry.create("pruner", comp.pruner, comp.pruner_options)
+                             batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, teacher_logits=logits)
+    scorer_name = candidate.scorer or spec.scorer
+    scorer = registry.create("scorer", scorer_name, spec.scorer_options if scorer_name == spec.scorer else {})
+    pruner = registry.create("pruner", spec.pruner, spec.pruner_options)
     calibration = calibration_batches(inputs.train_x, inputs.train_y, inputs.calibration_batches, device)
     example = inputs.train_x[:1].to(device)
     student, record = build_student(
-        teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=inputs.spec.seed, retrain=retrain,
+        teacher.to(device), candidate.plan, pruner, scorer, example, calibration, seed=spec.seed, retrain=retrain,
     )
-    check_output_shape(comp.pruner, teacher, student, example)
+    check_output_shape(spec.pruner, teacher, student, example)
     meta = {
         **inputs.model.meta(),
         "plan": candidate.plan.to_dict(),
         "scorer": scorer_name,
-        "pruner": comp.pruner,
-        "pruner_options": dict(comp.pruner_options),
-        "distiller": candidate.distiller or comp.distiller,
+        "pruner": spec.pruner,
+        "pruner_options": dict(spec.pruner_options),
+        "distiller": candidate.distiller or spec.distiller,
         "record": record.to_dict(),
     }
     return student.to(device), record, meta
@@ -116,9 +116,9 @@ def make_candidate_student(
 
 def candidate_distiller(registry: Registry, inputs: TrialInputs, candidate: Candidate) -> Any:
     """The candidate's distiller: the run's, or the one its space chose, with its options."""
-    comp = inputs.spec
-    name = candidate.distiller or comp.distiller
-    options = dict(comp.distiller_options) if name == comp.distiller else {}
+    spec = inputs.spec
+    name = candidate.distiller or spec.distiller
+    options = dict(spec.distiller_options) if name == spec.distiller else {}
     component = registry.get("distiller", name)
     # A searched T or alpha applies only to distillers that have such an option.
     fields = {f.name for f in dataclasses.fields(component.config_cls)}

@@ -19,7 +19,6 @@ from prunetune.host.options import EmptyConfig
 from prunetune.host.registry import Registry
 from prunetune.structure.groups import ChannelGroup
 from prunetune.structure.masking import KeepMasked
-from prunetune.structure.plan import StudentPlan
 
 __all__ = ["MaskPruner"]
 
@@ -48,15 +47,12 @@ class MaskPruner(Pruner):
     def __init__(self, config: EmptyConfig) -> None:
         self.config = config
 
-    def check(self, plan: StudentPlan) -> None:
-        if plan.macs_target is not None:
+    def prune(self, job: PruneJob) -> PruneRecord:
+        if job.plan.macs_target is not None:
             # Taken (the zeroed channels are those a channel pruner would remove), but said: a user
             # reading --macs-target 0.25 would expect a quarter of the dense MACs.
-            warnings.warn(f"the mask pruner zeroes channels: --macs-target {plan.macs_target} counts them as "
-                          "gone, while the student's dense MACs stay the teacher's", RuntimeWarning, stacklevel=2)
-
-    def prune(self, job: PruneJob) -> PruneRecord:
-        self.check(job.plan)
+            warnings.warn(f"the mask pruner zeroes channels: --macs-target {job.plan.macs_target} counts them "
+                          "as gone, while the student's dense MACs stay the teacher's", RuntimeWarning, stacklevel=2)
         groups, removals = select_channels(job)
         by_name = {group.name: group for group in groups}
         for name, channels in removals.items():

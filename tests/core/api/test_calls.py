@@ -96,6 +96,7 @@ def test_a_saved_student_loads_back_with_its_teacher_object(tmp_path: Path) -> N
         (lambda: prunetune.compress(_teacher(), "data.npz"), "train must be"),
         (lambda: prunetune.compress(_teacher(), _loader(32, 0), ratio=0.5, plan=prunetune.StudentPlan()), "plan or ratio"),
         (lambda: prunetune.compress(_teacher(), _loader(32, 0), learning_rate=0.1), "unknown setting(s) learning_rate"),
+        (lambda: prunetune.compress(_teacher(), _loader(32, 0), val_fraction=float("nan")), "--val-fraction must be in"),
         (lambda: prunetune.compress(_teacher(), _loader(32, 0), teacher_checkpoint="t.pt"), "unknown setting(s) teacher_checkpoint"),
         (lambda: prunetune.search(_teacher(), _loader(32, 0), teacher_epochs=3), "unknown setting(s) teacher_epochs"),
         (lambda: prunetune.compress(_teacher(), _loader(32, 0), scorer="nope"), "nope"),

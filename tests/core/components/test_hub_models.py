@@ -87,3 +87,19 @@ def test_the_real_libraries(spec: str, options: dict[str, str]) -> None:
     pytest.importorskip(spec.split(":")[0])
     model = resolve_model(Registry(), spec, options).build(1, 10, 32)
     assert model.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_the_first_conv_in_module_order_is_the_one_adapted() -> None:
+    from prunetune.components.models import adapt_first_conv
+
+    model = nn.Sequential()
+    model.stem = nn.Sequential(nn.Conv2d(3, 8, 3))
+    model.head = nn.Conv2d(8, 4, 1)
+    adapt_first_conv(model, 1)
+    assert model.stem[0].in_channels == 1 and model.head.in_channels == 8
+
+
+def test_adapt_input_is_a_bool_option_for_torchvision_only(libraries: dict[str, list[Any]]) -> None:
+    assert resolve_model(Registry(), "torchvision:tiny", {"adapt_input": "yes"}).build(1, 10, 28)[0].in_channels == 1
+    with pytest.raises(UsageError, match="adapt_input is for torchvision models"):
+        resolve_model(Registry(), "timm:anything", {"adapt_input": "true"})

@@ -61,7 +61,7 @@ def test_a_given_teacher_and_data_are_used_as_they_are() -> None:
     assert copy is not teacher and type(setup.model.module) is type(teacher)
     assert "dataset.fashion_mnist_demo" not in setup.versions
     lines: list[str] = []
-    got, source = setup.obtain_teacher(torch.device("cpu"), lines.append, teacher)
+    got, source = setup.obtain_teacher(torch.device("cpu"), lines.append)
     assert got is not teacher and source == "given" and lines == ["teacher: given"]
     assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), teacher.state_dict().values()))
 

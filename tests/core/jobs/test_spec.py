@@ -84,3 +84,11 @@ def test_an_old_search_json_keeps_the_distiller_options_it_set():
     data = json.loads(SearchSpec(distiller="attention").to_json())
     del data["schedule"], data["nesterov"]
     assert dict(SearchSpec.from_json(json.dumps(data)).distiller_options) == {}
+
+
+def test_logits_and_classifier_are_checked_once_in_the_spec() -> None:
+    spec = SearchSpec(logits="logits", classifier=["aux1.fc", "aux2.fc"])  # type: ignore[arg-type]
+    assert spec.classifier == ("aux1.fc", "aux2.fc") and SearchSpec.from_json(spec.to_json()) == spec
+    for bad in ({"logits": True}, {"logits": 1.5}, {"classifier": (1,)}, {"classifier": ("",)}):
+        with pytest.raises(UsageError, match="--logits|--classifier"):
+            JobSpec(**bad)  # type: ignore[arg-type]
