@@ -24,15 +24,13 @@ large enough that :attr:`~DatasetConformance.val_fraction` of it is a few images
 from __future__ import annotations
 
 import abc
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from prunetune.components.data import DatasetSource, DataSplits
-from prunetune.testing.contract import check_component_contract
+from prunetune.testing.contract import check_component_contract, scramble_global_rngs
 
 __all__ = ["DatasetConformance", "same_images_up_to_normalisation"]
 
@@ -58,13 +56,6 @@ def same_images_up_to_normalisation(a: torch.Tensor, b: torch.Tensor, atol: floa
 
 def _rows(x: torch.Tensor) -> list[bytes]:
     return [row.numpy().tobytes() for row in x.contiguous()]
-
-
-def _scramble_global_rngs(seed: int) -> None:
-    # A plugin that draws from a global generator instead of its seed gives different splits.
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class DatasetConformance(abc.ABC):
@@ -137,9 +128,9 @@ class DatasetConformance(abc.ABC):
         assert not shared, f"{len(shared)} validation images are also in train"
 
     def test_same_seed_same_splits(self) -> None:
-        _scramble_global_rngs(1)
+        scramble_global_rngs(1)
         first = self._load(seed=3)
-        _scramble_global_rngs(2)
+        scramble_global_rngs(2)
         again = self._load(seed=3)
         for field in _FIELDS:
             assert torch.equal(getattr(first, field), getattr(again, field)), f"{field} differs"

@@ -33,7 +33,7 @@ from prunetune.structure.kernels import apply_kernels, kernel_layers
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.surgery import build_student
-from prunetune.testing.contract import check_component_contract
+from prunetune.testing.contract import check_component_contract, eval_outputs, state_shapes
 
 __all__ = ["ModelConformance"]
 
@@ -44,16 +44,6 @@ NUM_CLASSES = 7
 @functools.cache
 def _registry() -> Registry:
     return Host.create().registry
-
-
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(x)
 
 
 class ModelConformance(abc.ABC):
@@ -82,7 +72,7 @@ class ModelConformance(abc.ABC):
         for channels, size in self.supported_inputs:
             model = self._build(channels, size)
             assert isinstance(model, nn.Module)
-            out = _logits(model, torch.randn(2, channels, size, size))
+            out = eval_outputs(model, torch.randn(2, channels, size, size))
             assert out.shape == (2, NUM_CLASSES), f"{channels}x{size}x{size} gave {tuple(out.shape)}"
             assert torch.isfinite(out).all(), f"{channels}x{size}x{size} gave non-finite logits"
 
@@ -108,7 +98,7 @@ class ModelConformance(abc.ABC):
         except UsageError:
             pass
         else:  # a model that builds for 1x1 images must take them
-            assert _logits(model, torch.randn(2, channels, 1, 1)).shape == (2, NUM_CLASSES)
+            assert eval_outputs(model, torch.randn(2, channels, 1, 1)).shape == (2, NUM_CLASSES)
         try:
             factory.build(0, NUM_CLASSES, size)
         except UsageError:
@@ -132,7 +122,7 @@ class ModelConformance(abc.ABC):
         example = self._input(1)
         student, record = build_student(teacher, StudentPlan(ratio=0.5), pruner, scorer, example)
         x = self._input(3, seed=1)
-        assert _logits(student, x).shape == (3, NUM_CLASSES)
+        assert eval_outputs(student, x).shape == (3, NUM_CLASSES)
         macs_t, params_t = count_macs_params(teacher, (channels, size, size))
         macs_s, params_s = count_macs_params(student, (channels, size, size))
         assert macs_s < macs_t and params_s < params_t, "halving every group saved nothing"
@@ -141,24 +131,24 @@ class ModelConformance(abc.ABC):
         _registry().create("pruner", "channel").replay(
             rebuilt, PruneRecord.from_dict(record.to_dict()), torch.zeros_like(example)
         )
-        assert _shapes(rebuilt) == _shapes(student), "the pruning record replays to another model"
+        assert state_shapes(rebuilt) == state_shapes(student), "the pruning record replays to another model"
         rebuilt.load_state_dict(student.state_dict())
-        torch.testing.assert_close(_logits(rebuilt, x), _logits(student, x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(eval_outputs(rebuilt, x), eval_outputs(student, x), atol=1e-5, rtol=1e-5)
 
     def test_larger_kernels_compute_the_same(self) -> None:
         # A plan may resize any conv kernel_layers lists; the model must use the new conv.
         channels, size = self.supported_inputs[0]
         model = self._build(channels, size).eval()
         x = self._input(2)
-        expected = _logits(model, x)
+        expected = eval_outputs(model, x)
         layers = kernel_layers(model)
         apply_kernels(model, {name: k + 2 for name, k in layers.items()})
         assert all(k == layers[name] + 2 for name, k in kernel_layers(model).items())
-        torch.testing.assert_close(_logits(model, x), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(eval_outputs(model, x), expected, atol=1e-5, rtol=1e-4)
         if not layers:
             return
         modules = dict(model.named_modules())
         with torch.no_grad():
             for name in layers:
                 modules[name].weight.zero_()  # type: ignore[operator]
-        assert not torch.allclose(_logits(model, x), expected), "the model still runs the old convs"
+        assert not torch.allclose(eval_outputs(model, x), expected), "the model still runs the old convs"

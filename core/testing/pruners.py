@@ -38,7 +38,7 @@ from prunetune.structure.kernels import apply_kernels
 from prunetune.structure.measure import count_macs_params
 from prunetune.structure.plan import StudentPlan
 from prunetune.student.surgery import build_student, check_output_shape
-from prunetune.testing.contract import check_component_contract
+from prunetune.testing.contract import check_component_contract, eval_outputs, state_shapes
 from prunetune.testing.scorers import ModelSnapshot, conformance_context, conformance_model
 
 __all__ = ["Pruned", "PrunerConformance"]
@@ -57,16 +57,6 @@ class Pruned:
     ctx: ScoreContext
 
 
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(x)
-
-
 def _json_record(record: PruneRecord) -> PruneRecord:
     """``record`` after the trip through JSON that a student file gives it."""
     return PruneRecord.from_dict(json.loads(json.dumps(record.to_dict(), allow_nan=False)))
@@ -80,7 +70,7 @@ def _cut_zeros(pruned: Pruned) -> dict[str, torch.Tensor] | None:
     """
     teacher = dict(pruned.teacher.named_parameters())
     student = dict(pruned.student.named_parameters())
-    if _shapes(pruned.student) == _shapes(pruned.teacher):
+    if state_shapes(pruned.student) == state_shapes(pruned.teacher):
         made = {name: (p == 0) & (teacher[name] != 0) for name, p in student.items()}
     elif any(bool((p == 0).any()) for p in teacher.values()):
         return None
@@ -113,7 +103,7 @@ def _assert_still_zero(model: nn.Module, zeros: dict[str, torch.Tensor], x: torc
     state = model.state_dict()
     for name, mask in zeros.items():
         assert not state[name][mask].any(), f"{where}: cut weights of {name} are saved non-zero"
-    _outputs(model, x)
+    eval_outputs(model, x)
     params = dict(model.named_parameters())
     for name, mask in zeros.items():
         assert not params[name][mask].any(), f"{where}: cut weights of {name} came back in training"
@@ -184,7 +174,7 @@ class PrunerConformance(abc.ABC):
             assert macs_s < macs_t and params_s < params_t, "the record says channels were removed, but none was"
             return
         if not pruned.record.physical:
-            assert _shapes(pruned.student) == _shapes(pruned.teacher), "a non-physical cut changed shapes"
+            assert state_shapes(pruned.student) == state_shapes(pruned.teacher), "a non-physical cut changed shapes"
         assert _cut_zeros(pruned), "a positive ratio removed no channel and zeroed no weight"
         modules = dict(pruned.student.named_modules())
         reference = copy.deepcopy(pruned.teacher)
@@ -201,8 +191,8 @@ class PrunerConformance(abc.ABC):
         pruned = self._build()
         check_output_shape("under test", pruned.teacher, pruned.student, pruned.ctx.example_input)
         x = pruned.ctx.calibration[0][0]
-        out = _outputs(pruned.student, x)
-        assert out.shape == _outputs(pruned.teacher, x).shape and torch.isfinite(out).all()
+        out = eval_outputs(pruned.student, x)
+        assert out.shape == eval_outputs(pruned.teacher, x).shape and torch.isfinite(out).all()
 
     def test_leaves_teacher_and_data_unchanged(self) -> None:
         teacher = self.make_model()
@@ -228,17 +218,17 @@ class PrunerConformance(abc.ABC):
     def test_replay_rebuilds_the_student(self) -> None:
         pruned = self._build()
         rebuilt = self._rebuild(pruned)
-        assert _shapes(rebuilt) == _shapes(pruned.student), "replay built another architecture"
+        assert state_shapes(rebuilt) == state_shapes(pruned.student), "replay built another architecture"
         rebuilt.load_state_dict(pruned.student.state_dict())
         x = pruned.ctx.calibration[0][0]
-        torch.testing.assert_close(_outputs(rebuilt, x), _outputs(pruned.student, x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(eval_outputs(rebuilt, x), eval_outputs(pruned.student, x), atol=1e-5, rtol=1e-5)
 
     def test_ratio_zero_changes_nothing(self) -> None:
         pruned = self._build(self.make_plan(0.0))
-        assert _shapes(pruned.student) == _shapes(pruned.teacher)
+        assert state_shapes(pruned.student) == state_shapes(pruned.teacher)
         assert not any(pruned.record.removed.values()), "ratio 0 recorded a cut"
         x = pruned.ctx.calibration[0][0]
-        torch.testing.assert_close(_outputs(pruned.student, x), _outputs(pruned.teacher, x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(eval_outputs(pruned.student, x), eval_outputs(pruned.teacher, x), atol=1e-5, rtol=1e-5)
 
     def test_positive_ratio_cuts(self) -> None:
         self._assert_cut(self._build())
@@ -276,7 +266,7 @@ class PrunerConformance(abc.ABC):
         assert first.record.to_dict() == record, "pruning a second student changed the first record"
         alone = self._build(other)
         assert second.record.to_dict() == alone.record.to_dict()
-        assert _shapes(second.student) == _shapes(alone.student)
+        assert state_shapes(second.student) == state_shapes(alone.student)
 
     def test_macs_target_is_refused_up_front_or_met(self) -> None:
         target = 0.6
@@ -316,7 +306,7 @@ class PrunerConformance(abc.ABC):
         training = [name for name, m in pruned.student.named_modules() if m.training]
         assert not training, f"the student was left in train mode: {', '.join(training[:3])}"
         check_output_shape("under test", pruned.teacher, pruned.student, pruned.ctx.example_input)
-        assert _shapes(self._rebuild(pruned)) == _shapes(pruned.student)
+        assert state_shapes(self._rebuild(pruned)) == state_shapes(pruned.student)
 
     def test_student_is_trainable(self) -> None:
         pruned = self._build()

@@ -22,7 +22,6 @@ import abc
 import dataclasses
 import math
 import pickle
-import random
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,7 @@ from prunetune.testing.scorers import conformance_model
 if TYPE_CHECKING:
     import optuna
 
-from prunetune.testing.contract import check_component_contract
+from prunetune.testing.contract import check_component_contract, scramble_global_rngs
 
 __all__ = ["ConformanceSpace", "SearchSpaceConformance", "conformance_structure", "effective_plan"]
 
@@ -205,11 +204,9 @@ class SearchSpaceConformance(abc.ABC):
         check_component_contract(self.make_space(), SearchSpace, "search space")
 
     def test_suggest_only_suggests_and_is_seeded(self) -> None:
-        random.seed(1)
-        torch.manual_seed(1)
+        scramble_global_rngs(1)
         first = self._sample(self.make_space(), seed=3)
-        random.seed(2)
-        torch.manual_seed(2)
+        scramble_global_rngs(2)
         assert first == self._sample(self.make_space(), seed=3), "same seed, other parameters"
         assert all(first), "suggest suggested nothing"
 
