@@ -244,7 +244,8 @@ def check_model_named(spec: Any, given: str | None, what: str) -> None:
 
 
 def resolve_model(registry: Registry, spec: str, options: Mapping[str, Any]) -> ModelFactory:
-    """A zoo model by name, or a user factory given as ``package.module:factory``.
+    """A zoo model by name, a torchvision or timm model (``torchvision:NAME``, ``timm:NAME``),
+    or a user factory given as ``package.module:factory``.
 
     Only for names the user gave; a name read from a file goes through :meth:`ModelSpec.from_meta`.
 

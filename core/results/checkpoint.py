@@ -47,9 +47,11 @@ REQUIRED_META = ("model", "input_shape", "num_classes", "plan", "pruner", "recor
 
 def rebuild_student(registry: Registry, meta: dict[str, Any], model: str | nn.Module | None = None,
                     what: str = "the student's description") -> nn.Module:
-    """The student's architecture, freshly initialised, from its description.
+    """The student's architecture from its description: freshly initialised, or, for a model
+    handed over as an object, a copy of that object, cut as the description says.
 
-    ``meta`` holds ``model`` (zoo name or ``module:factory``), ``model_options``,
+    ``meta`` holds ``model`` (zoo name, ``torchvision:NAME``/``timm:NAME``, ``module:factory``
+    or ``object:Class``), ``model_options``, ``logits`` and ``heads`` where set,
     ``input_shape`` ``[C, H, W]``, ``num_classes``, ``plan``, ``pruner``, ``pruner_options``
     and ``record``. A ``module:factory`` is imported only when ``model``, the caller's own
     choice (the command line's ``--model``), names the same one; a student of a model handed
